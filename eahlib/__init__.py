@@ -1,0 +1,47 @@
+"""eahlib: vision sinks and Enhanced Attention Heads (EAH) in Hugging Face vision-language models.
+
+Pure sink metrics (tensor in, tensor out), the EAH intervention and attention capture through
+transformers' ``AttentionInterface``, one declarative table of model families, and benchmarks.
+"""
+
+from eahlib.attention import AttentionCapture, capture_attention
+from eahlib.eah import PRESETS, EnhancedHeads, broadcast_head, enhance_attention_heads
+from eahlib.metrics import (
+    MASSIVE_ACTIVATION_DIMS,
+    SinkCriterion,
+    massive_activation_sinks,
+    received_attention,
+    sink_criterion,
+    sink_density,
+    sink_mask,
+    uniform_received_attention,
+)
+from eahlib.models import FAMILIES, ModelFamily, decoder_layers, image_token_mask, load_model, model_family
+from eahlib.profile import SinkProfile, sink_profile, threshold_sweep
+
+__all__ = [
+    "FAMILIES",
+    "MASSIVE_ACTIVATION_DIMS",
+    "PRESETS",
+    "AttentionCapture",
+    "EnhancedHeads",
+    "ModelFamily",
+    "SinkCriterion",
+    "SinkProfile",
+    "broadcast_head",
+    "capture_attention",
+    "decoder_layers",
+    "enhance_attention_heads",
+    "image_token_mask",
+    "load_model",
+    "massive_activation_sinks",
+    "model_family",
+    "received_attention",
+    "sink_criterion",
+    "sink_density",
+    "sink_mask",
+    "sink_profile",
+    "threshold_sweep",
+    "uniform_received_attention",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,166 @@
+"""Layer-by-layer vision-sink profile of one forward pass.
+
+Every decoder layer of the language model computes explicit probabilities during the pass,
+reduces them to received scores inside its own attention call, and drops the matrix: peak
+memory is about one layer's attention, against all layers' for ``output_attentions=True``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from eahlib.attention import AttentionCall, PromptTracker, layer_hooks, track_prompts
+from eahlib.metrics import Normalizer, SinkCriterion, received_attention, sink_criterion
+from eahlib.models import decoder_layers
+
+
+@dataclass
+class SinkProfile:
+    """Received scores and sink densities of every layer and head for one batch.
+
+    Attributes:
+        density: ``[L, B, H]`` int64, vision sinks per layer, sample and head.
+        scores: ``[L, B, H, N]`` float32 received scores of every key (0 at padding).
+        bounds: ``[B, N]`` float32, the score a sink must exceed at each position.
+        image_mask: ``[B, N]`` bool, image-token positions.
+        attention_mask: ``[B, N]`` bool, real tokens.
+        criterion: the sink criterion used.
+        normalizer: the received-score normalizer used.
+        layers: the decoder layer index of each row of ``density`` and ``scores``.
+    """
+
+    density: Tensor
+    scores: Tensor
+    bounds: Tensor
+    image_mask: Tensor
+    attention_mask: Tensor
+    criterion: SinkCriterion
+    normalizer: Normalizer
+    layers: list[int]
+
+    def image_scores(self, layer: int, sample: int = 0) -> Tensor:
+        """``[H, n_image]`` received scores over one sample's image tokens, in prompt order."""
+        return self.scores[layer, sample][:, self.image_mask[sample]]
+
+    def density_at(self, criterion: SinkCriterion) -> Tensor:
+        """``[L, B, H]`` densities of the same scores under another criterion (no new forward)."""
+        bounds = criterion.bounds(self.attention_mask, self.normalizer, self.image_mask).squeeze(1)
+        return ((self.scores > bounds[None, :, None, :]) & self.image_mask[None, :, None, :]).sum(-1)
+
+    def densest_heads(self) -> Tensor:
+        """``[L, B]`` the densest head per layer and sample (lowest index on ties)."""
+        return self.density.argmax(-1)
+
+    def to_frame(self) -> pd.DataFrame:
+        """Tidy table: one row per (layer, sample, head) with its density and the criterion."""
+        _, batch, heads = self.density.shape
+        grid = np.stack(np.meshgrid(np.array(self.layers), np.arange(batch), np.arange(heads), indexing="ij"), -1)
+        frame = pd.DataFrame(grid.reshape(-1, 3), columns=["layer", "sample", "head"])
+        frame["density"] = self.density.reshape(-1).numpy()
+        frame["n_image_tokens"] = self.image_mask.sum(-1).numpy()[frame["sample"].to_numpy()]
+        frame["criterion"] = self.criterion.kind
+        frame["criterion_value"] = self.criterion.value
+        frame["normalizer"] = self.normalizer
+        return frame
+
+
+@dataclass(eq=False)
+class _ProfileHook:
+    """Observer that reduces one layer's prefill attention to received scores."""
+
+    tracker: PromptTracker
+    normalizer: Normalizer
+    results: list[tuple[Tensor, Tensor, Tensor]] = field(default_factory=list)
+    modifies: bool = False
+
+    def wants_probabilities(self, is_prefill: bool) -> bool:
+        return is_prefill
+
+    def __call__(self, call: AttentionCall) -> Tensor:
+        image = self.tracker.image_mask(call.probs.shape[-1]).to(call.probs.device) & call.key_mask
+        scores = received_attention(call.probs, call.key_mask, self.normalizer, image)
+        self.results.append((scores.cpu(), image.cpu(), call.key_mask.cpu()))
+        return call.probs
+
+
+@torch.no_grad()
+def sink_profile(
+    model: nn.Module,
+    threshold: float | None = None,
+    normalizer: Normalizer = "causal",
+    relative_threshold: float | None = None,
+    layers: Sequence[int] | None = None,
+    **inputs: Any,
+) -> SinkProfile:
+    """Run one forward pass and measure vision sinks in every language-model layer.
+
+    Example:
+        >>> profile = sink_profile(model, relative_threshold=4.0, **inputs)  # doctest: +SKIP
+        >>> profile.to_frame().groupby("layer").density.mean()  # doctest: +SKIP
+
+    Args:
+        model: a supported vision-language model.
+        threshold: absolute sink threshold (default 8e-4 when ``relative_threshold`` is unset).
+        normalizer: ``"causal"`` or ``"release"``.
+        relative_threshold: ``k`` times the uniform-attention score.
+        layers: restrict to these layers (default all); ``density`` then has ``len(layers)`` rows.
+        **inputs: the model inputs (``input_ids``, ``attention_mask``, ``pixel_values``, ...).
+
+    Returns:
+        The :class:`SinkProfile`.
+    """
+    criterion = sink_criterion(threshold, relative_threshold)
+    if "input_ids" not in inputs:
+        raise ValueError("sink_profile needs input_ids (to find the image tokens); pass the processor's output.")
+    layer_ids = list(range(len(decoder_layers(model)))) if layers is None else list(layers)
+    with track_prompts(model) as tracker:
+        hooks = {layer: _ProfileHook(tracker, normalizer) for layer in layer_ids}
+        with layer_hooks(model, hooks):
+            model(**inputs, use_cache=False)
+    missing = [layer for layer, hook in hooks.items() if len(hook.results) != 1]
+    if missing:
+        raise RuntimeError(f"Layers {missing} did not dispatch their attention through eahlib; cannot profile them.")
+    scores = torch.stack([hooks[layer].results[0][0] for layer in layer_ids])
+    _, image, real = hooks[layer_ids[0]].results[0]
+    bounds = criterion.bounds(real, normalizer, image).squeeze(1)
+    density = ((scores > bounds[None, :, None, :]) & image[None, :, None, :]).sum(-1)
+    return SinkProfile(density, scores, bounds, image, real, criterion, normalizer, layer_ids)
+
+
+def threshold_sweep(
+    model: nn.Module,
+    relative_thresholds: Sequence[float] = (1.0, 2.0, 4.0, 8.0, 16.0),
+    normalizer: Normalizer = "causal",
+    **inputs: Any,
+) -> pd.DataFrame:
+    """Sink density per layer and head for a range of relative thresholds ``k``, in one pass.
+
+    Use it to pick ``k`` with a reason: the smallest ``k`` at which uniform-looking heads stop
+    counting sinks while the densest heads keep theirs.
+
+    Args:
+        model: a supported vision-language model.
+        relative_thresholds: the values of ``k`` to report.
+        normalizer: ``"causal"`` or ``"release"``.
+        **inputs: the model inputs.
+
+    Returns:
+        Tidy frame with columns ``k, layer, sample, head, density, n_image_tokens``.
+    """
+    profile = sink_profile(model, normalizer=normalizer, relative_threshold=float(relative_thresholds[0]), **inputs)
+    frames = []
+    for k in relative_thresholds:
+        criterion = sink_criterion(relative_threshold=float(k))
+        swept = SinkProfile(profile.density_at(criterion), profile.scores, profile.bounds, profile.image_mask,
+                            profile.attention_mask, criterion, normalizer, profile.layers)
+        frame = swept.to_frame()
+        frame.insert(0, "k", float(k))
+        frames.append(frame.drop(columns=["criterion", "criterion_value", "normalizer"]))
+    return pd.concat(frames, ignore_index=True)
