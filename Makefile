@@ -11,7 +11,7 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 # Offline reference data for tests (see ../shared/README.md); real users download on demand.
 export NLTK_DATA ?= $(abspath $(SHARED)/nltk_data)
 export EAH_DATA_DIR ?= $(abspath $(SHARED)/eah-data)
-export HF_HUB_OFFLINE ?= 0
+export EAH_OFFLINE ?= 1
 
 .PHONY: demo test setup clean benchmark
 

@@ -8,6 +8,7 @@ processor expands into the prompt. Everything else in eahlib asks this table; th
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -186,6 +187,13 @@ def image_token_mask(model: nn.Module, input_ids: Tensor) -> Tensor:
     return torch.isin(input_ids, ids)
 
 
+BUILTIN_MODELS: dict[str, str] = {
+    "tiny-random-llava": "eahlib.testing:tiny_llava_pipeline",
+}
+"""Models built in code by eahlib (no download), by name: ``module:function`` returning
+``(model, processor)``."""
+
+
 def load_model(
     name_or_path: str,
     dtype: torch.dtype | str = "auto",
@@ -195,10 +203,10 @@ def load_model(
 ) -> tuple[nn.Module, Any]:
     """Load a supported checkpoint and its processor from the Hugging Face Hub (or a local path).
 
-    Downloads are cached by ``huggingface_hub``. Tests never call this.
+    Downloads are cached by ``huggingface_hub``. Tests never call this for hub checkpoints.
 
     Args:
-        name_or_path: e.g. ``"llava-hf/llava-1.5-7b-hf"``.
+        name_or_path: e.g. ``"llava-hf/llava-1.5-7b-hf"``, or a name of :data:`BUILTIN_MODELS`.
         dtype: torch dtype or ``"auto"`` (the checkpoint's).
         device_map: passed to ``from_pretrained`` (``"auto"`` spreads over GPUs with accelerate).
         attn_implementation: the attention of every layer EAH does not touch.
@@ -209,6 +217,14 @@ def load_model(
     """
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
+    if name_or_path in BUILTIN_MODELS:
+        module_name, function = BUILTIN_MODELS[name_or_path].split(":")
+        model, processor = getattr(importlib.import_module(module_name), function)()
+        if dtype != "auto":
+            model = model.to(getattr(torch, dtype) if isinstance(dtype, str) else dtype)
+        if isinstance(device_map, str) and device_map != "auto":
+            model = model.to(device_map)
+        return model.eval(), processor
     model = AutoModelForImageTextToText.from_pretrained(
         name_or_path, dtype=dtype, device_map=device_map, attn_implementation=attn_implementation, **kwargs
     )

@@ -199,3 +199,48 @@ TINY_MODELS: dict[str, Callable[[int], tuple[nn.Module, InputBuilder]]] = {
     "instructblip": tiny_instructblip,
 }
 """One tiny builder per family of :data:`eahlib.models.FAMILIES`, by family name."""
+
+
+TINY_WORDS = (
+    "user assistant : please describe this image in detail . is there a an the in ? yes no "
+    "person dog cat car bicycle chair table cup bottle bird on with and of"
+).split()
+"""Word vocabulary of the tiny processor (ids 4..; 0-3 are pad, bos, eos, unk; 98 is <image>)."""
+
+TINY_CHAT_TEMPLATE = (
+    "{% for m in messages %}{{ m['role'] }} : {% for c in m['content'] %}"
+    "{% if c['type'] == 'image' %}<image> {% else %}{{ c['text'] }} {% endif %}{% endfor %}{% endfor %}"
+    "{% if add_generation_prompt %}assistant : {% endif %}"
+)
+
+
+def tiny_llava_processor() -> Any:
+    """A real ``LlavaProcessor`` for :func:`tiny_llava`: word-level tokenizer, 8 px images.
+
+    Text is lower-cased and split on spaces and punctuation; unknown words map to ``<unk>``.
+    """
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import LlavaProcessor, PreTrainedTokenizerFast
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    vocab = {word: i for i, word in enumerate(["<pad>", "<s>", "</s>", "<unk>", *TINY_WORDS])}
+    vocab["<image>"] = IMAGE_TOKEN
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.normalizer = normalizers.Lowercase()
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", BOS)])
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+        extra_special_tokens={"image_token": "<image>"},
+    )
+    images = CLIPImageProcessorPil(size={"shortest_edge": 8}, crop_size={"height": 8, "width": 8})
+    return LlavaProcessor(image_processor=images, tokenizer=fast, patch_size=2, num_additional_image_tokens=1,
+                          vision_feature_select_strategy="default", chat_template=TINY_CHAT_TEMPLATE)
+
+
+def tiny_llava_pipeline(seed: int = 0) -> tuple[nn.Module, Any]:
+    """``(model, processor)`` of the tiny random LLaVA, shaped like :func:`eahlib.load_model`'s."""
+    model, _ = tiny_llava(seed)
+    model.generation_config.pad_token_id = PAD
+    model.generation_config.eos_token_id = EOS
+    return model, tiny_llava_processor()

@@ -1,0 +1,206 @@
+"""The benchmark runner end to end on a tiny model and synthetic COCO-named images."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from eahlib.bench import ChairEvaluator, pope_metrics
+from eahlib.bench.__main__ import main as cli
+from eahlib.bench.runner import (
+    Item,
+    Shard,
+    chair_items,
+    generate_records,
+    pope_items,
+    read_records,
+    run_chair,
+    run_pope,
+    score_chair,
+    score_pope,
+)
+from eahlib.bench.tables import plot_results, results_table, to_markdown
+from eahlib.methods import Method, resolve_method
+from eahlib.testing import tiny_llava_pipeline
+
+GROUND_TRUTH = {1: ["dog", "person"], 2: ["cat"], 3: ["car", "bicycle"], 4: ["chair"], 5: ["bottle", "cup"]}
+EAH = {"eah": {"relative_threshold": 1.0}}
+
+
+@pytest.fixture
+def coco_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "val2014"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for image_id in GROUND_TRUTH:
+        pixels = rng.integers(0, 255, size=(12, 16, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"COCO_val2014_{image_id:012d}.jpg")
+    return folder
+
+
+@pytest.fixture
+def pope_file(tmp_path: Path) -> Path:
+    questions = [
+        {"question_id": i + 1, "image": f"COCO_val2014_{image:012d}.jpg", "text": f"Is there a {obj} in the image?",
+         "label": label}
+        for i, (image, obj, label) in enumerate([(1, "dog", "yes"), (1, "cat", "no"), (2, "cat", "yes"),
+                                                  (3, "person", "no"), (4, "chair", "yes"), (5, "dog", "no")])
+    ]
+    path = tmp_path / "coco_pope_test.json"
+    path.write_text("".join(json.dumps(q) + "\n" for q in questions))
+    return path
+
+
+@pytest.fixture(scope="module")
+def pipeline():
+    return tiny_llava_pipeline(0)
+
+
+def test_chair_end_to_end(pipeline, coco_dir: Path, tmp_path: Path) -> None:
+    model, processor = pipeline
+    method = resolve_method("eah", EAH)
+    results = run_chair(model, processor, method, coco_dir, tmp_path / "out", "tiny", n_images=4, seed=1,
+                        max_new_tokens=6, batch_size=3)
+    records = read_records(results)
+    assert len(records) == 4 and len({r["image_id"] for r in records}) == 4
+    assert all(r["config_hash"] == records[0]["config_hash"] and r["method"] == "eah+greedy" for r in records)
+    assert all(isinstance(r["output"], str) and r["eah_head"] in range(-1, 4) for r in records)
+    evaluator = ChairEvaluator.from_ground_truth(GROUND_TRUTH)
+    result = score_chair(results, evaluator)
+    direct = evaluator.evaluate([{"image_id": r["image_id"], "caption": r["output"]} for r in records])
+    assert result.overall == direct.overall and len(result.sentences) == 4
+    config = json.loads((results.parent / "chair_eah+greedy.config.json").read_text())
+    assert config["eah"]["relative_threshold"] == 1.0 and config["n_images"] == 4
+
+
+def test_chair_sample_depends_only_on_seed(coco_dir: Path) -> None:
+    first = [i.item_id for i in chair_items(coco_dir, 3, seed=5)]
+    assert first == [i.item_id for i in chair_items(coco_dir, 3, seed=5)]
+    assert first != [i.item_id for i in chair_items(coco_dir, 3, seed=6)] or len(set(first)) == 3
+    with pytest.raises(ValueError, match="fewer than n_images=9"):
+        chair_items(coco_dir, 9)
+
+
+def test_pope_end_to_end(pipeline, coco_dir: Path, pope_file: Path, tmp_path: Path) -> None:
+    model, processor = pipeline
+    results = run_pope(model, processor, resolve_method("greedy"), pope_file, coco_dir, tmp_path, "tiny", "test",
+                       max_new_tokens=3, batch_size=4)
+    records = read_records(results)
+    assert [r["question_id"] for r in records] == [1, 2, 3, 4, 5, 6]
+    metrics = score_pope(results)
+    assert metrics == pope_metrics([r["label"] for r in records], [r["output"] for r in records])
+    assert metrics["tp"] + metrics["fp"] + metrics["tn"] + metrics["fn"] == 6
+
+
+def test_missing_images_reported_before_generation(coco_dir: Path, pope_file: Path) -> None:
+    (coco_dir / "COCO_val2014_000000000005.jpg").unlink()
+    with pytest.raises(FileNotFoundError, match="1 of 6 images are missing"):
+        pope_items(pope_file, coco_dir)
+
+
+def test_interrupted_run_resumes_without_loss_or_duplicates(pipeline, coco_dir: Path, tmp_path: Path) -> None:
+    model, processor = pipeline
+    items = chair_items(coco_dir, 5, seed=0)
+    output = tmp_path / "run.jsonl"
+    method = resolve_method("greedy")
+    calls = []
+    real_generate = Method.generate
+
+    def dies_on_second_batch(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed")
+        return real_generate(self, *args, **kwargs)
+
+    with mock.patch.object(Method, "generate", dies_on_second_batch), pytest.raises(KeyboardInterrupt):
+        generate_records(model, processor, method, items, output, {"task": "t"}, 4, batch_size=2)
+    assert len(read_records(output)) == 2  # the first batch survived
+    with output.open("a") as handle:
+        handle.write('{"item_id": "half-writ')  # a write cut off by the kill
+    seen: list[list[str]] = []
+
+    def counting(self, model, inputs, max_new_tokens):
+        seen.append(inputs["input_ids"].shape[0])
+        return real_generate(self, model, inputs, max_new_tokens)
+
+    with mock.patch.object(Method, "generate", counting):
+        generate_records(model, processor, method, items, output, {"task": "t"}, 4, batch_size=2)
+    records = read_records(output)
+    assert sorted(r["item_id"] for r in records) == sorted(i.item_id for i in items)
+    assert sum(seen) == 3  # only the unfinished items were generated
+    with pytest.raises(RuntimeError, match="another configuration"):
+        generate_records(model, processor, resolve_method("beam"), items, output, {"task": "t"}, 4, batch_size=2)
+
+
+def test_resumed_records_equal_an_uninterrupted_run(pipeline, coco_dir: Path, tmp_path: Path) -> None:
+    model, processor = pipeline
+    items = chair_items(coco_dir, 4, seed=0)
+    method = resolve_method("eah", EAH)
+    whole = generate_records(model, processor, method, items, tmp_path / "whole.jsonl", {}, 5, batch_size=2)
+    part = generate_records(model, processor, method, items[:2], tmp_path / "part.jsonl", {}, 5, batch_size=2)
+    part = generate_records(model, processor, method, items, part, {}, 5, batch_size=2)
+    assert read_records(whole) == read_records(part)
+
+
+def test_shards_merge_into_one_file(pipeline, coco_dir: Path, tmp_path: Path) -> None:
+    model, processor = pipeline
+    items = chair_items(coco_dir, 5, seed=0)
+    output = tmp_path / "sharded.jsonl"
+    for rank in (1, 0):
+        generate_records(model, processor, resolve_method("greedy"), items, output, {}, 3, 2, Shard(rank, 2))
+    shard_ids = [[r["item_id"] for r in read_records(output.with_suffix(f".rank{k}.jsonl"))] for k in (0, 1)]
+    assert shard_ids == [[items[0].item_id, items[2].item_id, items[4].item_id], [items[1].item_id, items[3].item_id]]
+    assert sorted(r["item_id"] for r in read_records(output)) == sorted(i.item_id for i in items)
+
+
+def test_methods_registry() -> None:
+    method = resolve_method("eah+beam", {"eah": {"layer": 0}, "beam": {"num_beams": 3}})
+    assert method.name == "eah+beam"
+    assert method.settings()["beam"] == {"num_beams": 3} and method.settings()["eah"]["layer"] == 0
+    assert resolve_method("beam+eah").name == "eah+beam"
+    assert resolve_method("greedy").config_hash() != resolve_method("beam").config_hash()
+    with pytest.raises(ValueError, match="Unknown method"):
+        resolve_method("eah+nucleus")
+    with pytest.raises(ValueError, match="at most one intervention and one decoder"):
+        resolve_method("greedy+beam")
+    with pytest.raises(ValueError, match="Unknown parameter"):
+        resolve_method("beam", {"beam": {"beams": 3}})
+    with pytest.raises(ValueError, match="not part of method"):
+        resolve_method("greedy", EAH)
+
+
+def test_sampling_is_seeded(pipeline, coco_dir: Path, tmp_path: Path) -> None:
+    model, processor = pipeline
+    items = chair_items(coco_dir, 3, seed=0)
+    outputs = [
+        [r["output"] for r in read_records(generate_records(model, processor, resolve_method("sample"), items,
+                                                            tmp_path / f"s{i}.jsonl", {}, 6, batch_size=3))]
+        for i in range(2)
+    ]
+    assert outputs[0] == outputs[1]
+
+
+def test_cli_and_tables(coco_dir: Path, pope_file: Path, tmp_path: Path, capsys) -> None:
+    gt = tmp_path / "gt.json"
+    gt.write_text(json.dumps({str(k): v for k, v in GROUND_TRUTH.items()}))
+    out = tmp_path / "results"
+    common = ["--model", "tiny-random-llava", "--images", str(coco_dir), "--out", str(out), "--device", "cpu",
+              "--max-new-tokens", "4", "--batch-size", "2"]
+    for method in (["--method", "greedy"], ["--method", "eah", "--param", "eah.relative_threshold=1.0"]):
+        cli(["chair", *common, "--n-images", "3", "--ground-truth", str(gt), *method])
+        cli(["pope", *common, "--questions", str(pope_file), *method])
+    printed = capsys.readouterr().out
+    assert '"CHAIRs"' in printed and '"accuracy"' in printed
+    table = results_table(out, ChairEvaluator.from_ground_truth(GROUND_TRUTH))
+    assert list(table.index) == ["eah+greedy", "greedy"]
+    assert {"CHAIR CHAIRs", "POPE coco_pope_test accuracy", "parameters"} <= set(table.columns)
+    assert "relative_threshold=1.0" in table.loc["eah+greedy", "parameters"]
+    assert "| eah+greedy" in to_markdown(table, tmp_path / "table.md")
+    assert plot_results(table, tmp_path / "fig.png").stat().st_size > 1000
+    cli(["table", "--results", str(out), "--ground-truth", str(gt), "--markdown", str(tmp_path / "t.md")])
+    assert (tmp_path / "t.md").read_text().count("\n") == 4
