@@ -22,7 +22,7 @@ import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -50,30 +50,41 @@ class AttentionCall:
 
     Attributes:
         module: the attention module.
-        probs: ``[B, H, q, k]`` float32 post-softmax attention.
+        scores: ``[B, H, q, k]`` float32 pre-softmax logits, mask already added.
+        probs: ``[B, H, q, k]`` float32 post-softmax attention (``None`` while scores are adjusted).
         key_mask: ``[B, k]`` bool, the keys the last query may attend: the real (non-padding)
             tokens under a causal mask.
         is_prefill: no cached keys (``q == k``): the call processes the whole sequence.
     """
 
     module: nn.Module
-    probs: Tensor
+    scores: Tensor
+    probs: Tensor | None
     key_mask: Tensor
     is_prefill: bool
 
 
-class LayerHook(Protocol):
-    """Something that sees (and may replace) a layer's post-softmax attention.
+class LayerHook:
+    """Base of the per-layer hooks: sees (and may replace) a layer's attention.
 
-    ``modifies`` hooks run before observers; ``wants_probabilities`` says whether a call
-    (a prefill or a decoding step) needs explicit probabilities.
+    A hooked call computes float32 logits, lets every hook ``adjust_scores`` (e.g. PAI's boost
+    of image-token logits), takes the softmax, then passes the probabilities through every
+    hook's ``__call__`` (e.g. EAH's head broadcast, or a capture). ``modifies`` hooks run before
+    observers; ``wants_probabilities`` says whether a call (a prefill or a decoding step)
+    needs the explicit computation at all. Subclasses override what they need.
     """
 
-    modifies: bool
+    modifies: bool = False
 
-    def wants_probabilities(self, is_prefill: bool) -> bool: ...
+    def wants_probabilities(self, is_prefill: bool) -> bool:
+        return True
 
-    def __call__(self, call: AttentionCall) -> Tensor: ...
+    def adjust_scores(self, call: AttentionCall) -> Tensor:
+        return call.scores
+
+    def __call__(self, call: AttentionCall) -> Tensor:
+        assert call.probs is not None
+        return call.probs
 
 
 _LAYER_HOOKS: "weakref.WeakKeyDictionary[nn.Module, list[LayerHook]]" = weakref.WeakKeyDictionary()
@@ -103,14 +114,14 @@ def _additive_mask(attention_mask: Tensor | None, query_length: int, key_length:
     return attention_mask.float()
 
 
-def attention_probabilities(
+def attention_scores(
     module: nn.Module,
     query: Tensor,
     key: Tensor,
     attention_mask: Tensor | None,
     scaling: float | None = None,
 ) -> Tensor:
-    """Post-softmax attention of every query head, in float32.
+    """Masked pre-softmax attention logits of every query head, in float32.
 
     Args:
         module: the attention module (for ``num_key_value_groups``).
@@ -120,15 +131,14 @@ def attention_probabilities(
         scaling: score scale (default ``d ** -0.5``).
 
     Returns:
-        ``[B, H, q, k]`` float32.
+        ``[B, H, q, k]`` float32; masked positions hold the float32 minimum.
     """
     groups = getattr(module, "num_key_value_groups", 1)
     key = repeat_kv(key, groups) if groups > 1 else key
     scale = query.shape[-1] ** -0.5 if scaling is None else scaling
     scores = torch.matmul(query.float(), key.float().transpose(2, 3)) * scale
     mask = _additive_mask(attention_mask, query.shape[2], key.shape[2], query.device)
-    scores = scores + mask[..., : key.shape[2]]
-    return torch.softmax(scores, dim=-1)
+    return scores + mask[..., : key.shape[2]]
 
 
 def _key_mask(attention_mask: Tensor | None, batch: int, key_length: int, device: torch.device) -> Tensor:
@@ -150,10 +160,15 @@ def _explicit_attention(
     dropout: float,
     hooks: list[LayerHook],
 ) -> tuple[Tensor, Tensor]:
-    probs = attention_probabilities(module, query, key, attention_mask, scaling)
-    key_mask = _key_mask(attention_mask, probs.shape[0], key.shape[2], probs.device)
+    call = AttentionCall(module, attention_scores(module, query, key, attention_mask, scaling), None,
+                         _key_mask(attention_mask, query.shape[0], key.shape[2], query.device),
+                         query.shape[2] == key.shape[2])
     for hook in hooks:
-        probs = hook(AttentionCall(module, probs, key_mask, query.shape[2] == key.shape[2]))
+        call.scores = hook.adjust_scores(call)
+    call.probs = torch.softmax(call.scores, dim=-1)
+    for hook in hooks:
+        call.probs = hook(call)
+    probs = call.probs
     weights = probs.to(query.dtype)
     weights = nn.functional.dropout(weights, p=dropout, training=module.training)
     groups = getattr(module, "num_key_value_groups", 1)
@@ -285,13 +300,9 @@ class AttentionCapture:
 
 
 @dataclass(eq=False)
-class _CaptureHook:
+class _CaptureHook(LayerHook):
     owner: AttentionCapture
     layer: int
-    modifies: bool = False
-
-    def wants_probabilities(self, is_prefill: bool) -> bool:
-        return True
 
     def __call__(self, call: AttentionCall) -> Tensor:
         self.owner.attentions.setdefault(self.layer, []).append(call.probs.detach().cpu())

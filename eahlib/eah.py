@@ -29,7 +29,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from eahlib.attention import AttentionCall, PromptTracker, layer_hooks, track_prompts
+from eahlib.attention import AttentionCall, LayerHook, PromptTracker, layer_hooks, track_prompts
 from eahlib.metrics import NORMALIZERS, Normalizer, SinkCriterion, sink_criterion, sink_mask
 from eahlib.models import decoder_layers, head_count
 
@@ -46,7 +46,7 @@ _ACTIVE_EAH: "weakref.WeakSet[nn.Module]" = weakref.WeakSet()
 
 
 @dataclass(eq=False)
-class EnhancedHeads:
+class EnhancedHeads(LayerHook):
     """The EAH layer hook and its record of what it did.
 
     Attributes:

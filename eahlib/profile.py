@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from eahlib.attention import AttentionCall, PromptTracker, layer_hooks, track_prompts
+from eahlib.attention import AttentionCall, LayerHook, PromptTracker, layer_hooks, track_prompts
 from eahlib.metrics import Normalizer, SinkCriterion, received_attention, sink_criterion
 from eahlib.models import decoder_layers
 
@@ -72,13 +72,12 @@ class SinkProfile:
 
 
 @dataclass(eq=False)
-class _ProfileHook:
+class _ProfileHook(LayerHook):
     """Observer that reduces one layer's prefill attention to received scores."""
 
     tracker: PromptTracker
     normalizer: Normalizer
     results: list[tuple[Tensor, Tensor, Tensor]] = field(default_factory=list)
-    modifies: bool = False
 
     def wants_probabilities(self, is_prefill: bool) -> bool:
         return is_prefill

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -49,6 +50,9 @@ class Component:
 
 
 COMPONENTS: dict[str, Component] = {}
+
+BUILTIN_MODULES: tuple[str, ...] = ("eahlib.methods.builtin",)
+"""Modules that register the shipped components when imported (one module per method)."""
 
 
 def register(component: Component) -> Component:
@@ -117,8 +121,8 @@ def resolve_method(spec: str, params: Mapping[str, Mapping[str, Any]] | None = N
     Returns:
         The resolved method.
     """
-    import eahlib.methods.builtin  # noqa: F401  (registers the built-in components)
-
+    for module in BUILTIN_MODULES:
+        importlib.import_module(module)
     params = dict(params or {})
     names = [n.strip() for n in spec.split("+") if n.strip()]
     unknown = [n for n in names if n not in COMPONENTS]
