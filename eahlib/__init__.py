@@ -4,6 +4,7 @@ Pure sink metrics (tensor in, tensor out), the EAH intervention and attention ca
 transformers' ``AttentionInterface``, one declarative table of model families, and benchmarks.
 """
 
+from eahlib.ablation import ablate_heads
 from eahlib.attention import AttentionCapture, capture_attention
 from eahlib.eah import PRESETS, EnhancedHeads, broadcast_head, enhance_attention_heads
 from eahlib.metrics import (
@@ -28,6 +29,7 @@ __all__ = [
     "ModelFamily",
     "SinkCriterion",
     "SinkProfile",
+    "ablate_heads",
     "broadcast_head",
     "capture_attention",
     "decoder_layers",
