@@ -77,9 +77,20 @@ def _load(args: argparse.Namespace, shard: Shard) -> tuple[Any, Any]:
 
 
 def _evaluator(args: argparse.Namespace) -> ChairEvaluator:
-    if args.annotations is not None:
+    """CHAIR ground truth: an explicit cache or annotation folder; else the registry's ``ritual``
+    cache under ``EAH_DATA_DIR``; else built once from the official COCO annotations and cached."""
+    if args.ground_truth is not None:
+        return ChairEvaluator.from_ground_truth(args.ground_truth, vocabulary=args.vocabulary)
+    if args.annotations is not None or args.vocabulary is not None:
         return ChairEvaluator.from_coco(args.annotations, vocabulary=args.vocabulary)
-    return ChairEvaluator.from_ground_truth(args.ground_truth, vocabulary=args.vocabulary)
+    if data_registry.data_dir() is not None:
+        return ChairEvaluator.from_ground_truth("ritual")
+    cached = data_registry.cache_dir() / "chair_ground_truth_coco2014.json.gz"
+    if cached.is_file():
+        return ChairEvaluator.from_ground_truth(cached)
+    evaluator = ChairEvaluator.from_coco()
+    evaluator.save_ground_truth(cached)
+    return evaluator
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -93,7 +104,8 @@ def main(argv: list[str] | None = None) -> None:
     chair.add_argument("--prompt", default=CHAIR_PROMPT)
     chair.add_argument("--max-new-tokens", type=int, default=CHAIR_MAX_NEW_TOKENS)
     chair.add_argument("--annotations", type=Path, help="COCO 2014 annotation folder for the CHAIR ground truth")
-    chair.add_argument("--ground-truth", default="ritual", help="ground-truth cache name or file (default ritual)")
+    chair.add_argument("--ground-truth", help="ground-truth cache: 'ritual', 'maxlinn' or a .json(.gz) file "
+                       "(default: ritual under EAH_DATA_DIR, else built once from the COCO annotations)")
     chair.add_argument("--vocabulary", type=Path, help="object vocabulary in synonyms-list format (default COCO)")
 
     pope = commands.add_parser("pope", help="answer POPE questions, then score them")
@@ -107,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     table = commands.add_parser("table", help="methods x metrics table of a results folder")
     table.add_argument("--results", required=True, type=Path)
     table.add_argument("--annotations", type=Path)
-    table.add_argument("--ground-truth", default="ritual")
+    table.add_argument("--ground-truth")
     table.add_argument("--vocabulary", type=Path)
     table.add_argument("--no-chair", action="store_true", help="skip CHAIR (no ground truth needed)")
     table.add_argument("--scorer", default="pope")

@@ -1,0 +1,145 @@
+"""Sink analyses over sets of images: the loops the notebooks call (they hold no logic).
+
+Each survey runs the model on a list of images with one prompt, in batches with a progress
+bar, and returns a tidy :class:`pandas.DataFrame`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from torch import nn
+from tqdm.auto import tqdm
+
+from eahlib.bench.runner import chat_prompt
+from eahlib.metrics import massive_activation_sinks, sink_criterion
+from eahlib.profile import SinkProfile, sink_profile
+
+ImageLike = str | os.PathLike | Image.Image
+
+
+def _open(image: ImageLike) -> Image.Image:
+    return image if isinstance(image, Image.Image) else Image.open(image).convert("RGB")
+
+
+def model_inputs(model: nn.Module, processor: Any, images: Sequence[ImageLike], prompt: str) -> dict[str, torch.Tensor]:
+    """Left-padded processor inputs for ``images`` with one chat-template ``prompt``, on the model's device."""
+    tokenizer = getattr(processor, "tokenizer", processor)
+    tokenizer.padding_side = "left"
+    text = [chat_prompt(processor, prompt)] * len(images)
+    batch = processor(images=[_open(i) for i in images], text=text, return_tensors="pt", padding=True)
+    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
+    return {k: (v.to(device, dtype) if v.is_floating_point() else v.to(device)) for k, v in batch.items()}
+
+
+def _batches(images: Sequence[ImageLike], size: int, desc: str) -> Iterator[tuple[int, Sequence[ImageLike]]]:
+    for start in tqdm(range(0, len(images), size), desc=desc, unit="batch"):
+        yield start, images[start:start + size]
+
+
+def sink_survey(
+    model: nn.Module,
+    processor: Any,
+    images: Sequence[ImageLike],
+    prompt: str,
+    threshold: float | None = None,
+    relative_threshold: float | None = None,
+    batch_size: int = 8,
+) -> pd.DataFrame:
+    """Sink density of every layer and head for each image.
+
+    Returns:
+        Columns ``image, layer, head, density, n_image_tokens, criterion, criterion_value``.
+    """
+    criterion = sink_criterion(threshold, relative_threshold)
+    frames = []
+    for start, chunk in _batches(images, batch_size, "sink survey"):
+        profile = sink_profile(model, **_criterion_kwargs(criterion), **model_inputs(model, processor, chunk, prompt))
+        frame = profile.to_frame()
+        frame.insert(0, "image", frame.pop("sample") + start)
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _criterion_kwargs(criterion: Any) -> dict[str, float]:
+    return {"threshold" if criterion.kind == "absolute" else "relative_threshold": criterion.value}
+
+
+def image_grid(n_tokens: int) -> tuple[int, int]:
+    """The square patch grid of ``n_tokens`` image tokens (row-major, as CLIP emits them)."""
+    side = math.isqrt(n_tokens)
+    if side * side != n_tokens:
+        raise ValueError(
+            f"{n_tokens} image tokens do not form a square grid; attention maps need a single-tile model "
+            "(LLaVA-1.5, the organism). Pass grid=(rows, cols) explicitly for other layouts."
+        )
+    return side, side
+
+
+def attention_map(profile: SinkProfile, layer: int, sample: int, head: int,
+                  grid: tuple[int, int] | None = None) -> np.ndarray:
+    """Received scores over one sample's image tokens as a ``[rows, cols]`` patch grid."""
+    row = profile.layers.index(layer)
+    scores = profile.image_scores(row, sample)[head].numpy()
+    rows, cols = grid or image_grid(scores.shape[0])
+    return scores.reshape(rows, cols)
+
+
+def massive_activation_survey(
+    model: nn.Module,
+    processor: Any,
+    images: Sequence[ImageLike],
+    prompt: str,
+    dims: Sequence[int] | str | None = None,
+    tau: float = 20.0,
+    relative_threshold: float = 4.0,
+    batch_size: int = 8,
+) -> pd.DataFrame:
+    """Attention-score vision sinks versus massive-activation sinks, per image and layer.
+
+    A token is an attention sink of a layer if it is a vision sink of at least one head; it is a
+    massive-activation sink if :func:`eahlib.massive_activation_sinks` flags the layer's input
+    hidden state there.
+
+    Returns:
+        Columns ``image, layer, attention_sinks, massive_sinks, massive_image_sinks, overlap,
+        massive_on_bos`` (counts of tokens; overlap = image tokens that are both).
+    """
+    rows = []
+    for start, chunk in _batches(images, batch_size, "massive activations"):
+        inputs = model_inputs(model, processor, chunk, prompt)
+        with torch.no_grad():
+            hidden = model(**inputs, output_hidden_states=True, use_cache=False).hidden_states
+        profile = sink_profile(model, relative_threshold=relative_threshold, **inputs)
+        real = profile.attention_mask
+        first_real = real.float().argmax(-1)
+        sinks = (profile.scores > profile.bounds[None, :, None, :]) & profile.image_mask[None, :, None, :]
+        for layer_row, layer in enumerate(profile.layers):
+            massive = massive_activation_sinks(hidden[layer].cpu(), dims, tau) & real
+            attention = sinks[layer_row].any(1)
+            for b in range(len(chunk)):
+                rows.append({
+                    "image": start + b, "layer": layer,
+                    "attention_sinks": int(attention[b].sum()),
+                    "massive_sinks": int(massive[b].sum()),
+                    "massive_image_sinks": int((massive[b] & profile.image_mask[b]).sum()),
+                    "overlap": int((massive[b] & attention[b]).sum()),
+                    "massive_on_bos": bool(massive[b, first_real[b]]),
+                })
+    return pd.DataFrame(rows)
+
+
+def save_frame(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write a result table as CSV (parent folders created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False)
+    return path
