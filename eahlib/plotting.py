@@ -8,36 +8,144 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from eahlib.profile import SinkProfile  # noqa: E402
 
 
-def plot_density_heatmap(profile: SinkProfile, path: str | Path, title: str | None = None) -> Path:
-    """Heatmap of the mean sink density over samples, layers × heads, written to ``path`` (PNG).
+def plot_density_heatmap(density: SinkProfile | pd.DataFrame, path: str | Path, title: str | None = None) -> Path:
+    """Heatmap of the mean sink density, layers × heads, written to ``path`` (PNG).
 
     Args:
-        profile: a :class:`~eahlib.profile.SinkProfile`.
+        density: a :class:`~eahlib.profile.SinkProfile`, or a tidy frame with columns ``layer,
+            head, density`` (e.g. :func:`eahlib.analysis.sink_survey`); means over its rows.
         path: output file; parent folders are created.
-        title: figure title (default: the criterion).
+        title: figure title.
 
     Returns:
         The written path.
     """
-    frame = profile.to_frame()
+    frame = density.to_frame() if isinstance(density, SinkProfile) else density
     table = frame.groupby(["layer", "head"]).density.mean().unstack("head")
-    n_image = int(profile.image_mask.sum(-1).max())
+    n_image = int(frame.n_image_tokens.max()) if "n_image_tokens" in frame else None
+    samples = frame["image" if "image" in frame else "sample"].nunique()
     fig, ax = plt.subplots(figsize=(max(6.5, 2.5 + 0.45 * table.shape[1]), max(3.5, 1.5 + 0.35 * table.shape[0])))
+    label = "vision sinks" + (f" (of {n_image} image tokens)" if n_image else "")
     sns.heatmap(table, ax=ax, cmap="viridis", vmin=0, annot=table.shape[1] <= 16, fmt=".1f",
-                cbar_kws={"label": f"vision sinks (of {n_image} image tokens)"})
+                cbar_kws={"label": label})
     ax.set_xlabel("head")
     ax.set_ylabel("decoder layer")
     ax.set_title(title or "Sink density per layer and head", fontsize=11)
-    fig.text(0.01, 0.01, f"{profile.criterion.describe()}, {profile.normalizer} normalizer, "
-             f"mean over {profile.density.shape[1]} samples", fontsize=8, color="0.35")
+    criterion = f"{frame.criterion.iloc[0]} threshold {frame.criterion_value.iloc[0]:g}" if "criterion" in frame else ""
+    fig.text(0.01, 0.01, f"{criterion}, mean over {samples} samples", fontsize=8, color="0.35")
     fig.tight_layout(rect=(0, 0.04, 1, 1))
+    return _save(fig, path, tight=False)
+
+
+def _save(fig: plt.Figure, path: str | Path, tight: bool = True) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if tight:
+        fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def plot_layer_density(survey: pd.DataFrame, path: str | Path, title: str = "Vision-sink density by layer") -> Path:
+    """Mean density per head for each layer, one point per image, with the spread across images.
+
+    Args:
+        survey: a :func:`eahlib.analysis.sink_survey` frame.
+        path: output PNG.
+        title: figure title.
+    """
+    per_image = survey.groupby(["image", "layer"]).density.mean().reset_index()
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * per_image.layer.nunique() + 2), 4.0))
+    sns.boxplot(data=per_image, x="layer", y="density", ax=ax, color="0.85", showfliers=False)
+    sns.stripplot(data=per_image, x="layer", y="density", ax=ax, size=2.5, alpha=0.5, color="tab:blue")
+    ax.set_xlabel("decoder layer")
+    ax.set_ylabel("vision sinks per head (mean over heads)")
+    criterion = f"{survey.criterion.iloc[0]} {survey.criterion_value.iloc[0]:g}" if "criterion" in survey else ""
+    ax.set_title(f"{title}\n{per_image.image.nunique()} images, {criterion}", fontsize=11)
+    return _save(fig, path)
+
+
+def plot_attention_maps(image: Image.Image, maps: dict[str, np.ndarray], path: str | Path) -> Path:
+    """The image next to received-score maps over its patch grid (each map stretched over the image).
+
+    Args:
+        image: the input image (resized to the model's input square for alignment).
+        maps: title → ``[rows, cols]`` received scores (e.g. :func:`eahlib.analysis.attention_map`).
+        path: output PNG.
+    """
+    fig, axes = plt.subplots(1, len(maps) + 1, figsize=(3.2 * (len(maps) + 1), 3.4))
+    square = image.convert("RGB").resize((336, 336))
+    axes[0].imshow(square)
+    axes[0].set_title("image", fontsize=10)
+    for ax, (title, grid) in zip(axes[1:], maps.items()):
+        ax.imshow(square)
+        shown = ax.imshow(grid, cmap="magma", alpha=0.6, extent=(0, 336, 336, 0), interpolation="nearest")
+        fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04, label="received attention")
+        ax.set_title(title, fontsize=10)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return _save(fig, path)
+
+
+def plot_sink_overlap(survey: pd.DataFrame, path: str | Path) -> Path:
+    """Per layer: image tokens that are attention sinks, massive-activation sinks, and both.
+
+    Args:
+        survey: a :func:`eahlib.analysis.massive_activation_survey` frame.
+        path: output PNG.
+    """
+    columns = {"attention_sinks": "attention-score sinks (image tokens)",
+               "massive_image_sinks": "massive-activation sinks (image tokens)", "overlap": "both"}
+    means = survey.groupby("layer")[list(columns)].mean().rename(columns=columns)
+    fig, ax = plt.subplots(figsize=(7.0, 4.0))
+    means.plot(ax=ax, marker="o")
+    ax.set_xlabel("decoder layer")
+    ax.set_ylabel("tokens per image (mean)")
+    bos = survey.groupby("layer").massive_on_bos.mean()
+    ax.set_title(f"Attention sinks vs massive activations ({survey.image.nunique()} images); "
+                 f"<bos> massive in {bos.mean():.0%} of (image, layer)", fontsize=10)
+    return _save(fig, path)
+
+
+def plot_correlation(x: np.ndarray, y: np.ndarray, estimate: object, path: str | Path,
+                     xlabel: str, ylabel: str) -> Path:
+    """Scatter with a regression line; the title gives the correlation and its CI."""
+    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    sns.regplot(x=np.asarray(x, float), y=np.asarray(y, float), ax=ax, x_jitter=0.15, y_jitter=0.02,
+                scatter_kws={"s": 10, "alpha": 0.5})
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"Spearman rho = {estimate}  (95% bootstrap CI)", fontsize=10)
+    return _save(fig, path)
+
+
+def plot_conditions(summary: pd.DataFrame, metric: str, path: str | Path, title: str) -> Path:
+    """Point estimates with confidence intervals per condition (rows of ``summary``).
+
+    Args:
+        summary: columns ``condition``, ``<metric>``, ``<metric>_low``, ``<metric>_high``.
+        metric: which metric to show.
+        path: output PNG.
+        title: figure title.
+    """
+    ordered = summary.reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(7.0, max(2.5, 0.32 * len(ordered) + 1.2)))
+    y = np.arange(len(ordered))
+    errors = np.vstack([ordered[metric] - ordered[f"{metric}_low"], ordered[f"{metric}_high"] - ordered[metric]])
+    ax.errorbar(ordered[metric], y, xerr=errors, fmt="o", color="tab:blue", ecolor="0.5", capsize=3)
+    ax.set_yticks(y, ordered["condition"])
+    ax.invert_yaxis()
+    ax.set_xlabel(f"{metric} (95% bootstrap CI)")
+    ax.set_title(title, fontsize=11)
+    ax.grid(axis="x", alpha=0.3)
+    return _save(fig, path)
