@@ -112,8 +112,9 @@ def plot_sink_overlap(survey: pd.DataFrame, path: str | Path) -> Path:
     ax.set_xlabel("decoder layer")
     ax.set_ylabel("tokens per image (mean)")
     bos = survey.groupby("layer").massive_on_bos.mean()
-    ax.set_title(f"Attention sinks vs massive activations ({survey.image.nunique()} images); "
-                 f"<bos> massive in {bos.mean():.0%} of (image, layer)", fontsize=10)
+    ax.set_title(f"Attention sinks vs massive activations ({survey.image.nunique()} images)\n"
+                 f"first token massive in {bos.mean():.0%} of (image, layer) pairs", fontsize=10)
+    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
     return _save(fig, path)
 
 
