@@ -6,9 +6,7 @@ import json
 from pathlib import Path
 from unittest import mock
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from eahlib.bench import ChairEvaluator, pope_metrics
 from eahlib.bench.__main__ import main as cli
@@ -27,33 +25,9 @@ from eahlib.bench.runner import (
 from eahlib.bench.tables import plot_results, results_table, to_markdown
 from eahlib.methods import Method, resolve_method
 from eahlib.testing import tiny_llava_pipeline
+from tests.conftest import GROUND_TRUTH
 
-GROUND_TRUTH = {1: ["dog", "person"], 2: ["cat"], 3: ["car", "bicycle"], 4: ["chair"], 5: ["bottle", "cup"]}
 EAH = {"eah": {"relative_threshold": 1.0}}
-
-
-@pytest.fixture
-def coco_dir(tmp_path: Path) -> Path:
-    folder = tmp_path / "val2014"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for image_id in GROUND_TRUTH:
-        pixels = rng.integers(0, 255, size=(12, 16, 3), dtype=np.uint8)
-        Image.fromarray(pixels).save(folder / f"COCO_val2014_{image_id:012d}.jpg")
-    return folder
-
-
-@pytest.fixture
-def pope_file(tmp_path: Path) -> Path:
-    questions = [
-        {"question_id": i + 1, "image": f"COCO_val2014_{image:012d}.jpg", "text": f"Is there a {obj} in the image?",
-         "label": label}
-        for i, (image, obj, label) in enumerate([(1, "dog", "yes"), (1, "cat", "no"), (2, "cat", "yes"),
-                                                  (3, "person", "no"), (4, "chair", "yes"), (5, "dog", "no")])
-    ]
-    path = tmp_path / "coco_pope_test.json"
-    path.write_text("".join(json.dumps(q) + "\n" for q in questions))
-    return path
 
 
 @pytest.fixture(scope="module")

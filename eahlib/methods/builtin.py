@@ -1,4 +1,4 @@
-"""Built-in components: plain decoding (greedy, beam, sample) and EAH."""
+"""Built-in components: plain decoding (greedy, beam, sample), EAH and head ablation."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from eahlib.ablation import ablate_heads
 from eahlib.eah import EnhancedHeads, enhance_attention_heads
 from eahlib.methods.registry import Component, register
 
@@ -60,6 +61,20 @@ def eah(model: nn.Module, **params: Any) -> Iterator[_EAHRecorder]:
         yield _EAHRecorder(enhanced)
 
 
+class _NoRecord:
+    def extras(self, batch: int) -> list[dict[str, Any]]:
+        return [{} for _ in range(batch)]
+
+
+@contextlib.contextmanager
+def ablate(model: nn.Module, heads: Mapping[str | int, list[int]], mode: str) -> Iterator[_NoRecord]:
+    """Zero or mean-ablate heads, ``heads={layer: [head, ...]}`` (see :func:`eahlib.ablate_heads`)."""
+    if not heads:
+        raise ValueError("ablate needs heads={layer: [head, ...]}, e.g. --param 'ablate.heads={\"1\": [0]}'.")
+    with ablate_heads(model, {int(layer): list(chosen) for layer, chosen in heads.items()}, mode):  # type: ignore[arg-type]
+        yield _NoRecord()
+
+
 register(Component("greedy", "decoder", greedy, {}, "greedy decoding"))
 register(Component("beam", "decoder", beam, {"num_beams": 5}, "beam search"))
 register(Component("sample", "decoder", sample, {"temperature": 1.0, "top_p": 0.9, "seed": 0}, "nucleus sampling"))
@@ -70,3 +85,5 @@ register(Component(
     "Zhang et al., Seeing Clearly by Layer Two: Enhancing Attention Heads to Alleviate Hallucination in LVLMs, "
     "arXiv:2411.09968",
 ))
+register(Component("ablate", "intervention", ablate, {"heads": {}, "mode": "zero"},
+                   "head ablation at the input of the attention output projection (zero or mean)"))

@@ -1,0 +1,188 @@
+"""Experiment setups for the notebooks: the same code in small (CPU, organism) and full (GPU, COCO) mode.
+
+``setup("small", ...)`` exports a fresh shapes-world evaluation set in COCO/POPE format and
+loads the shipped model organism; ``setup("full", ...)`` loads a hub checkpoint, a COCO val2014
+image folder, the CHAIR ground truth and the POPE question files. Either way the notebooks get
+one :class:`Setup` and call the same functions on it.
+
+:func:`evaluate_conditions` runs a set of methods (conditions) on captions and POPE questions
+through the resumable runner and summarises each with bootstrap confidence intervals over items.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+from torch import nn
+
+from eahlib import data_registry
+from eahlib.bench.chair import ChairEvaluator
+from eahlib.bench.pope import pope_answer
+from eahlib.bench.runner import CHAIR_PROMPT, Item, chair_items, generate_records, pope_items, read_records
+from eahlib.methods import Method
+from eahlib.models import load_model
+from eahlib.stats import bootstrap_mean, bootstrap_ratio
+
+Mode = Literal["small", "full"]
+SMALL_MODEL = "organism"
+FULL_MODEL = "llava-hf/llava-1.5-7b-hf"
+
+
+@dataclass
+class Setup:
+    """Everything an analysis needs: model, data, scorers, where results go.
+
+    Attributes:
+        mode: ``"small"`` or ``"full"``.
+        model_name: the name :func:`eahlib.load_model` was given.
+        model, processor: the loaded pair.
+        image_dir: folder of COCO-named images.
+        caption_items: the captioning sample (CHAIR protocol: ids, images, prompt).
+        caption_prompt: the captioning instruction.
+        chair: the CHAIR evaluator for this data.
+        pope_files: POPE question file per split.
+        results_dir: where runs and tables are written (runs resume there).
+    """
+
+    mode: Mode
+    model_name: str
+    model: nn.Module
+    processor: Any
+    image_dir: Path
+    caption_items: list[Item]
+    caption_prompt: str
+    chair: ChairEvaluator
+    pope_files: dict[str, Path]
+    results_dir: Path
+
+    def pope_items(self, split: str, limit: int | None = None) -> list[Item]:
+        """POPE items of one split (the first ``limit`` questions, if given)."""
+        items = pope_items(self.pope_files[split], self.image_dir)
+        return items[:limit] if limit is not None else items
+
+
+def setup(
+    mode: Mode = "small",
+    model_name: str | None = None,
+    n_images: int | None = None,
+    seed: int = 42,
+    results_dir: str | os.PathLike = "data/results",
+    coco_images: str | os.PathLike | None = None,
+    pope_version: str = "coco",
+    dtype: str = "auto",
+    device_map: str | None = None,
+) -> Setup:
+    """Load the model and the data of one mode.
+
+    Args:
+        mode: ``"small"``: the organism on a fresh shapes-world set (CPU, minutes);
+            ``"full"``: a hub checkpoint on COCO val2014 (GPU).
+        model_name: override the mode's default model.
+        n_images: captioning sample size (default 48 small, 500 full).
+        seed: evaluation-set seed (small) and image-sampling seed (full; 42 as published).
+        results_dir: output folder (a ``<mode>_<model>`` subfolder is used).
+        coco_images: the val2014 image folder (full mode; or ``$COCO_IMAGES``).
+        pope_version: POPE question-file version in the data registry (full mode).
+        dtype, device_map: passed to :func:`eahlib.load_model`.
+
+    Returns:
+        The :class:`Setup`.
+    """
+    if mode not in ("small", "full"):
+        raise ValueError(f"mode must be 'small' or 'full', got {mode!r}.")
+    name = model_name or (SMALL_MODEL if mode == "small" else FULL_MODEL)
+    out = Path(results_dir) / f"{mode}_{name.replace('/', '_')}"
+    model, processor = load_model(name, dtype=dtype, device_map=device_map)
+    if mode == "small":
+        from eahlib.organism import CAPTION_REQUEST, POPE_SPLITS, export_evaluation_set
+
+        count = n_images or 48
+        evaluation = export_evaluation_set(count, seed, out / f"shapes_seed{seed}_n{count}")
+        image_dir = evaluation.image_path(evaluation.image_ids[0]).parent
+        items = chair_items(image_dir, count, seed, CAPTION_REQUEST)
+        chair = ChairEvaluator.from_coco(evaluation.annotation_dir, vocabulary=evaluation.vocabulary_file)
+        pope = {split: evaluation.pope_file(split) for split in POPE_SPLITS}
+        return Setup(mode, name, model, processor, image_dir, items, CAPTION_REQUEST, chair, pope, out)
+    folder = Path(coco_images or os.environ.get("COCO_IMAGES", "")).expanduser()
+    if not str(folder) or not folder.is_dir():
+        raise FileNotFoundError("Full mode needs the COCO val2014 images: pass coco_images= or set COCO_IMAGES.")
+    items = chair_items(folder, n_images or 500, seed, CHAIR_PROMPT)
+    chair = ChairEvaluator.from_ground_truth("ritual") if data_registry.data_dir() else ChairEvaluator.from_coco()
+    pope = {split: data_registry.pope_questions(pope_version, split) for split in data_registry.POPE_SPLITS}
+    return Setup(mode, name, model, processor, folder, items, CHAIR_PROMPT, chair, pope, out)
+
+
+def run_condition(
+    setup: Setup,
+    name: str,
+    method: Method,
+    caption_items: Sequence[Item],
+    pope_items: Sequence[Item] = (),
+    max_new_tokens: int = 64,
+    batch_size: int = 16,
+) -> dict[str, Path]:
+    """Captions and POPE answers of one condition (resumable), as results files by task."""
+    folder = setup.results_dir / "conditions"
+    config = {"model": setup.model_name, "condition": name}
+    files = {"chair": generate_records(setup.model, setup.processor, method, caption_items,
+                                       folder / f"{name}_chair.jsonl", {**config, "task": "chair"},
+                                       max_new_tokens, batch_size)}
+    if pope_items:
+        files["pope"] = generate_records(setup.model, setup.processor, method, pope_items,
+                                         folder / f"{name}_pope.jsonl", {**config, "task": "pope"}, 10, batch_size)
+    return files
+
+
+def per_caption(setup: Setup, results: Path) -> pd.DataFrame:
+    """One row per caption: image id, hallucination flag, hallucinated and total mentions."""
+    records = read_records(results)
+    result = setup.chair.evaluate([{"image_id": r["image_id"], "caption": r["output"]} for r in records])
+    return pd.DataFrame({
+        "image_id": [s["image_id"] for s in result.sentences],
+        "hallucinated": [s["metrics"]["CHAIRs"] for s in result.sentences],
+        "n_hallucinated": [len(s["mscoco_hallucinated_words"]) for s in result.sentences],
+        "n_mentions": [len(s["mscoco_generated_words"]) for s in result.sentences],
+        "recalled": [len(set(s["mscoco_gt_words"]) & set(s["mscoco_generated_words"])) for s in result.sentences],
+        "n_gt": [len(s["mscoco_gt_words"]) for s in result.sentences],
+    })
+
+
+def evaluate_conditions(
+    setup: Setup,
+    conditions: Mapping[str, Method],
+    caption_items: Sequence[Item],
+    pope_items: Sequence[Item] = (),
+    max_new_tokens: int = 64,
+    batch_size: int = 16,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Run each condition and summarise CHAIR and POPE with 95% bootstrap intervals over items.
+
+    Returns:
+        One row per condition: ``CHAIRs, CHAIRi, Recall`` and (with POPE items) ``POPE_accuracy``,
+        each with ``_low``/``_high`` bounds, plus ``n_captions``, ``n_questions``, ``method``.
+    """
+    rows = []
+    for name, method in conditions.items():
+        files = run_condition(setup, name, method, caption_items, pope_items, max_new_tokens, batch_size)
+        captions = per_caption(setup, files["chair"])
+        row: dict[str, Any] = {"condition": name, "method": method.name, "n_captions": len(captions)}
+        estimates = {
+            "CHAIRs": bootstrap_mean(captions.hallucinated, seed=seed),
+            "CHAIRi": bootstrap_ratio(captions.n_hallucinated, captions.n_mentions, seed=seed),
+            "Recall": bootstrap_ratio(captions.recalled, captions.n_gt, seed=seed),
+        }
+        if "pope" in files:
+            answers = read_records(files["pope"])
+            correct = [pope_answer(r["output"]) == r["label"] for r in answers]
+            estimates["POPE_accuracy"] = bootstrap_mean(correct, seed=seed)
+            row["n_questions"] = len(answers)
+        for metric, estimate in estimates.items():
+            row.update({metric: estimate.value, f"{metric}_low": estimate.low, f"{metric}_high": estimate.high})
+        rows.append(row)
+    return pd.DataFrame(rows)
