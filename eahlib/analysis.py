@@ -143,3 +143,19 @@ def save_frame(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(path, index=False)
     return path
+
+
+def layer_matrix(survey: pd.DataFrame) -> np.ndarray:
+    """``[images, layers]`` mean density over heads, from a :func:`sink_survey` frame."""
+    return survey.groupby(["image", "layer"]).density.mean().unstack("layer").to_numpy()
+
+
+def densest_head_maps(profile: SinkProfile, layers: Sequence[int], sample: int = 0) -> dict[str, np.ndarray]:
+    """Attention maps of the densest head of each given layer, titled ``"layer L, head H (n sinks)"``."""
+    maps = {}
+    for layer in layers:
+        row = profile.layers.index(layer)
+        head = int(profile.density[row, sample].argmax())
+        title = f"layer {layer}, head {head} ({int(profile.density[row, sample, head])} sinks)"
+        maps[title] = attention_map(profile, layer, sample, head)
+    return maps

@@ -125,16 +125,17 @@ def run_condition(
     pope_items: Sequence[Item] = (),
     max_new_tokens: int = 64,
     batch_size: int = 16,
+    folder: str = "conditions",
 ) -> dict[str, Path]:
     """Captions and POPE answers of one condition (resumable), as results files by task."""
-    folder = setup.results_dir / "conditions"
+    out = setup.results_dir / folder
     config = {"model": setup.model_name, "condition": name}
     files = {"chair": generate_records(setup.model, setup.processor, method, caption_items,
-                                       folder / f"{name}_chair.jsonl", {**config, "task": "chair"},
+                                       out / f"{name}_chair.jsonl", {**config, "task": "chair"},
                                        max_new_tokens, batch_size)}
     if pope_items:
         files["pope"] = generate_records(setup.model, setup.processor, method, pope_items,
-                                         folder / f"{name}_pope.jsonl", {**config, "task": "pope"}, 10, batch_size)
+                                         out / f"{name}_pope.jsonl", {**config, "task": "pope"}, 10, batch_size)
     return files
 
 
@@ -186,3 +187,125 @@ def evaluate_conditions(
             row.update({metric: estimate.value, f"{metric}_low": estimate.low, f"{metric}_high": estimate.high})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def compare_captions(setup: Setup, items: Sequence[Item], eah: Mapping[str, Any], max_new_tokens: int = 64) -> pd.DataFrame:
+    """Captions without and with EAH side by side, with the chosen head and its density."""
+    plain = run_condition(setup, "quickstart_greedy", _method("greedy"), items, max_new_tokens=max_new_tokens)
+    enhanced = run_condition(setup, "quickstart_eah", _method("eah", {"eah": dict(eah)}), items,
+                             max_new_tokens=max_new_tokens)
+    before, after = read_records(plain["chair"]), read_records(enhanced["chair"])
+    return pd.DataFrame({
+        "image": [r["image"] for r in before],
+        "caption": [r["output"] for r in before],
+        "caption_with_eah": [r["output"] for r in after],
+        "eah_head": [r["eah_head"] for r in after],
+        "eah_density": [r["eah_density"] for r in after],
+    })
+
+
+def _method(spec: str, params: Mapping[str, Mapping[str, Any]] | None = None) -> Method:
+    from eahlib.methods import resolve_method
+
+    return resolve_method(spec, params)
+
+
+def ablation_conditions(
+    n_layers: int,
+    n_heads: int,
+    layer: int,
+    eah: Mapping[str, Any],
+    relative_thresholds: Sequence[float] = (2.0, 4.0, 8.0),
+    per_head: bool = True,
+    zero_heads: Sequence[int] = (),
+) -> dict[str, Method]:
+    """The head-ablation study's conditions, by name.
+
+    Args:
+        n_layers, n_heads: the language model's shape.
+        layer: the paper's layer (0-based).
+        eah: base EAH parameters (e.g. the sink criterion).
+        relative_thresholds: threshold-sensitivity values of ``k`` at ``layer``.
+        per_head: broadcast from each single head of ``layer`` in turn.
+        zero_heads: heads of ``layer`` to zero-ablate, one condition each.
+
+    Returns:
+        ``greedy`` (baseline); at ``layer``: densest, sparsest, random, every single head,
+        each ``k``, ``decode="reuse"``, the release preset's choices; the densest head at every
+        other layer; zero-ablations.
+    """
+    base = {k: v for k, v in eah.items() if k != "layer"}
+    conditions: dict[str, Method] = {"greedy": _method("greedy")}
+
+    def eah_at(name: str, **overrides: Any) -> None:
+        conditions[name] = _method("eah", {"eah": {**base, "layer": layer, **overrides}})
+
+    eah_at(f"L{layer} densest")
+    eah_at(f"L{layer} sparsest", head="sparsest")
+    eah_at(f"L{layer} random", head="random", seed=0)
+    for head in range(n_heads) if per_head else ():
+        eah_at(f"L{layer} head {head}", head=head)
+    for k in relative_thresholds:
+        eah_at(f"L{layer} densest k={k:g}", relative_threshold=k, threshold=None)
+    eah_at(f"L{layer} densest decode=reuse", decode="reuse")
+    eah_at(f"L{layer} release preset", preset="release", normalizer=None)
+    for other in range(n_layers):
+        if other != layer:
+            conditions[f"L{other} densest"] = _method("eah", {"eah": {**base, "layer": other}})
+    for head in zero_heads:
+        conditions[f"L{layer} zero head {head}"] = _method("ablate", {"ablate": {"heads": {str(layer): [head]}}})
+    return conditions
+
+
+PUBLISHED = pd.DataFrame(
+    {"CHAIRs": [49.68, 38.76], "CHAIRi": [14.32, 11.05], "POPE F1": [84.98, 85.03]},
+    index=pd.Index(["greedy", "eah+greedy"], name="method"),
+)
+"""LLaVA-1.5-7B, greedy vs EAH, as re-run by VHR (arXiv 2412.13949): CHAIR in percent, POPE F1."""
+
+
+def benchmark_table(
+    setup: Setup,
+    methods: Mapping[str, Method],
+    caption_items: Sequence[Item],
+    pope_limit: int | None = None,
+    max_new_tokens: int = 512,
+    batch_size: int = 16,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """CHAIR and POPE (every split) per method, in percent, with 95% bootstrap intervals.
+
+    Returns:
+        One row per method: ``CHAIRs``, ``CHAIRi``, ``Recall``, ``Len`` (+ ``_low``/``_high`` for
+        CHAIRs and CHAIRi) and, per POPE split, ``accuracy``, ``precision``, ``recall``, ``f1``,
+        ``yes_ratio`` (+ interval for accuracy); a ``parameters`` column records each method.
+    """
+    from eahlib.bench.pope import pope_metrics
+
+    rows = []
+    for name, method in methods.items():
+        files = run_condition(setup, name, method, caption_items, (), max_new_tokens, batch_size, "benchmarks")
+        captions = per_caption(setup, files["chair"])
+        overall = setup.chair.evaluate(
+            [{"image_id": r["image_id"], "caption": r["output"]} for r in read_records(files["chair"])]
+        ).overall
+        row: dict[str, Any] = {"method": name, "parameters": str(method.settings())}
+        chairs = bootstrap_mean(captions.hallucinated, seed=seed)
+        chairi = bootstrap_ratio(captions.n_hallucinated, captions.n_mentions, seed=seed)
+        row.update({"CHAIRs": 100 * chairs.value, "CHAIRs_low": 100 * chairs.low, "CHAIRs_high": 100 * chairs.high,
+                    "CHAIRi": 100 * chairi.value, "CHAIRi_low": 100 * chairi.low, "CHAIRi_high": 100 * chairi.high,
+                    "Recall": 100 * overall["Recall"], "Len": overall["Len"]})
+        for split in setup.pope_files:
+            items = setup.pope_items(split, pope_limit)
+            results = generate_records(setup.model, setup.processor, method, items,
+                                       setup.results_dir / "benchmarks" / f"{name}_pope_{split}.jsonl",
+                                       {"model": setup.model_name, "task": "pope", "split": split}, 10, batch_size)
+            answers = read_records(results)
+            metrics = pope_metrics([r["label"] for r in answers], [r["output"] for r in answers])
+            accuracy = bootstrap_mean([pope_answer(r["output"]) == r["label"] for r in answers], seed=seed)
+            row.update({f"POPE {split} {k}": 100 * metrics[k] for k in ("accuracy", "precision", "recall", "f1",
+                                                                      "yes_ratio")})
+            row.update({f"POPE {split} accuracy_low": 100 * accuracy.low,
+                        f"POPE {split} accuracy_high": 100 * accuracy.high})
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("method")

@@ -41,3 +41,20 @@ def test_conditions_summary(tiny_setup: Setup) -> None:
     assert again.equals(summary)  # resumed from the results files
     with pytest.raises(ValueError, match="ablate needs heads"):
         evaluate_conditions(tiny_setup, {"bad": resolve_method("ablate")}, tiny_setup.caption_items[:1])
+
+
+def test_benchmark_table_and_ablation_conditions(tiny_setup: Setup) -> None:
+    from eahlib.experiments import ablation_conditions, benchmark_table, compare_captions
+
+    methods = {"greedy": resolve_method("greedy"), "eah": resolve_method("eah", {"eah": {"relative_threshold": 1.0}})}
+    table = benchmark_table(tiny_setup, methods, tiny_setup.caption_items[:3], pope_limit=4, max_new_tokens=4)
+    assert list(table.index) == ["greedy", "eah"]
+    assert {"CHAIRs", "CHAIRs_low", "Len", "POPE adversarial f1", "POPE adversarial accuracy_low"} <= set(table.columns)
+    assert (table["POPE adversarial accuracy"] <= 100).all()
+    side_by_side = compare_captions(tiny_setup, tiny_setup.caption_items[:2], {"relative_threshold": 1.0}, 4)
+    assert len(side_by_side) == 2 and side_by_side.eah_head.between(-1, 3).all()
+    conditions = ablation_conditions(2, 4, 1, {"relative_threshold": 4.0}, zero_heads=[0])
+    assert {"greedy", "L1 densest", "L1 head 3", "L1 densest k=8", "L0 densest", "L1 zero head 0",
+            "L1 release preset"} <= set(conditions)
+    assert conditions["L1 densest k=8"].settings()["eah"]["relative_threshold"] == 8.0
+    assert conditions["L1 release preset"].settings()["eah"]["preset"] == "release"
