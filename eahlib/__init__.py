@@ -17,7 +17,16 @@ from eahlib.metrics import (
     sink_mask,
     uniform_received_attention,
 )
-from eahlib.models import FAMILIES, ModelFamily, decoder_layers, image_token_mask, load_model, model_family
+from eahlib.methods import resolve_method
+from eahlib.models import (
+    FAMILIES,
+    ModelFamily,
+    decoder_layers,
+    head_count,
+    image_token_mask,
+    load_model,
+    model_family,
+)
 from eahlib.profile import SinkProfile, sink_profile, threshold_sweep
 
 __all__ = [
@@ -34,11 +43,13 @@ __all__ = [
     "capture_attention",
     "decoder_layers",
     "enhance_attention_heads",
+    "head_count",
     "image_token_mask",
     "load_model",
     "massive_activation_sinks",
     "model_family",
     "received_attention",
+    "resolve_method",
     "sink_criterion",
     "sink_density",
     "sink_mask",
