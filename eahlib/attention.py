@@ -87,7 +87,7 @@ class LayerHook:
         return call.probs
 
 
-_LAYER_HOOKS: "weakref.WeakKeyDictionary[nn.Module, list[LayerHook]]" = weakref.WeakKeyDictionary()
+_LAYER_HOOKS: weakref.WeakKeyDictionary[nn.Module, list[LayerHook]] = weakref.WeakKeyDictionary()
 
 
 @dataclass
@@ -96,7 +96,7 @@ class _Activation:
     original: str
 
 
-_ACTIVE_MODELS: "weakref.WeakKeyDictionary[nn.Module, _Activation]" = weakref.WeakKeyDictionary()
+_ACTIVE_MODELS: weakref.WeakKeyDictionary[nn.Module, _Activation] = weakref.WeakKeyDictionary()
 
 
 def _additive_mask(attention_mask: Tensor | None, query_length: int, key_length: int, device: torch.device) -> Tensor:

@@ -42,7 +42,7 @@ PRESETS: dict[str, dict[str, object]] = {
 }
 """``paper``: layer two (0-based 1), as the paper's title says; ``release``: the released code."""
 
-_ACTIVE_EAH: "weakref.WeakSet[nn.Module]" = weakref.WeakSet()
+_ACTIVE_EAH: weakref.WeakSet[nn.Module] = weakref.WeakSet()
 
 
 @dataclass(eq=False)

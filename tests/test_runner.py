@@ -11,7 +11,6 @@ import pytest
 from eahlib.bench import ChairEvaluator, pope_metrics
 from eahlib.bench.__main__ import main as cli
 from eahlib.bench.runner import (
-    Item,
     Shard,
     chair_items,
     generate_records,
