@@ -33,6 +33,7 @@ test: setup
 
 benchmark: setup
 	$(PY) benchmarks/bench_core.py
+	$(PY) benchmarks/bench_methods.py
 
 clean:
 	rm -rf $(VENV) *.egg-info

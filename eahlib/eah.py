@@ -72,6 +72,7 @@ class EnhancedHeads(LayerHook):
     densities: list[Tensor] = field(default_factory=list)
     modifies: bool = True
     _generator: torch.Generator = field(init=False)
+    _warned: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
         self._generator = torch.Generator().manual_seed(self.seed)
@@ -112,8 +113,10 @@ class EnhancedHeads(LayerHook):
         image = self.tracker.image_mask(call.probs.shape[-1]).to(call.probs.device) & call.key_mask
         density = sink_mask(call.probs, image, self.criterion, call.key_mask, self.normalizer).sum(-1).cpu()
         has_image = image.any(-1).cpu()
-        if not bool(has_image.any()):
-            warnings.warn("No sample of this batch has image tokens: EAH leaves the whole batch unchanged.", stacklevel=2)
+        if not bool(has_image.any()) and not self._warned:
+            self._warned = True
+            warnings.warn("A batch without image tokens reached EAH: it leaves such batches unchanged "
+                          "(warned once per context).", stacklevel=2)
         chosen = self._choose(density, has_image)
         self.densities.append(density)
         self.chosen_heads.append(chosen)

@@ -222,7 +222,7 @@ def test_sample_without_image_tokens_is_unchanged() -> None:
     assert h.chosen_heads[0][0] == -1 and h.chosen_heads[0][1] >= 0
     torch.testing.assert_close(enhanced[0], stock[0])
     only_text = {"input_ids": inputs["input_ids"][:1], "attention_mask": inputs["attention_mask"][:1]}
-    with eah.enhance_attention_heads(model, layer=0, **SINKS), pytest.warns(UserWarning, match="No sample"):
+    with eah.enhance_attention_heads(model, layer=0, **SINKS), pytest.warns(UserWarning, match="without image tokens"):
         logits(model, only_text)
 
 

@@ -51,7 +51,9 @@ class Component:
 
 COMPONENTS: dict[str, Component] = {}
 
-BUILTIN_MODULES: tuple[str, ...] = ("eahlib.methods.builtin",)
+BUILTIN_MODULES: tuple[str, ...] = (
+    "eahlib.methods.builtin", "eahlib.methods.pai", "eahlib.methods.vcd", "eahlib.methods.dola",
+)
 """Modules that register the shipped components when imported (one module per method)."""
 
 

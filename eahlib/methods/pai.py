@@ -1,0 +1,192 @@
+"""PAI (Liu et al., "Paying More Attention to Image: A Training-Free Method for Alleviating
+Hallucination in LVLMs", ECCV 2024): boost image attention, then guide against the text alone.
+
+1. Attention: in language-model layers ``[start_layer, end_layer)``, before the softmax, the
+   last query row's logits ``a`` of the image-token keys become ``a + alpha * |a|``.
+2. Guidance: with ``s = log p(y | v, x)`` and ``u = log p(y | x)`` (the prompt without its image
+   tokens, no pixels, its own KV cache), the next token is chosen from
+   ``gamma * (s - u) + u`` over the tokens with ``p(y | v, x) >= beta * max p``.
+
+Published defaults (LLaVA-1.5 scripts): ``alpha=0.2``, layers 2-32 (``end_layer=None``: to the
+last layer), ``gamma=1.1``, cutoff ``beta=0.1``. What the released code (``attention.py``,
+``CFG.py``, ``model_loader.py`` of LALBJ/PAI) does, and this module follows:
+
+- the boost is applied after the causal mask is added, to row ``-1`` of the logits only: at
+  prefill that is the prompt's last position (the other rows are untouched), at every decoding
+  step the single new query; image keys are a fixed span (here: the image tokens found in the
+  prompt, remembered for the decoding steps);
+- the boost is switched off while the text-only pass runs (``use_cfg``);
+- the guidance is on ``log_softmax`` of both streams, the cutoff ``log 0.1 + max s`` on ``s``;
+  ``gamma == 1`` returns ``s`` and skips the text-only pass;
+- the text-only prompt is ``<bos>`` + the text before the image + the text after it.
+
+Differences: image tokens are read from each prompt (released: a hard-coded span shared by
+the batch); the text-only stream is built per sample and left-padded, so samples stay
+independent. The text-only pass needs a model whose forward accepts text without pixels.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from transformers import LogitsProcessor
+
+from eahlib.attention import AttentionCall, LayerHook, PromptTracker, layer_hooks, track_prompts
+from eahlib.methods.contrastive import FollowerStream, check_fraction, greedy_with, implausible
+from eahlib.methods.registry import Component, register
+from eahlib.models import decoder_layers, image_token_mask
+
+
+def boost_last_row(scores: Tensor, image_keys: Tensor, alpha: float) -> Tensor:
+    """PAI's attention boost: the last query row's image-key logits ``a`` become ``a + alpha * |a|``.
+
+    Args:
+        scores: ``[B, H, q, k]`` pre-softmax logits (mask added).
+        image_keys: ``[B, k]`` bool, the image-token keys of each sample.
+        alpha: boost strength.
+
+    Returns:
+        ``[B, H, q, k]``; rows other than the last are unchanged.
+    """
+    last = scores[:, :, -1, :]
+    boosted = torch.where(image_keys[:, None, :], last + alpha * last.abs(), last)
+    return torch.cat([scores[:, :, :-1, :], boosted.unsqueeze(2)], dim=2)
+
+
+@dataclass(eq=False)
+class ImageAttentionBoost(LayerHook):
+    """The layer hook of PAI's attention boost (one instance shared by the boosted layers).
+
+    At prefill it reads the image-token keys from the prompt and remembers them; at decoding
+    steps the keys added since are text. ``suspended`` switches it off (the text-only pass).
+
+    Attributes:
+        alpha: boost strength.
+        tracker: the prompt tracker (image tokens at prefill).
+        image_keys: ``[B, N]`` image-token keys of the last prefill.
+        suspended: leave the attention untouched.
+    """
+
+    alpha: float
+    tracker: PromptTracker
+    image_keys: Tensor | None = None
+    suspended: bool = False
+    modifies: bool = True
+
+    def wants_probabilities(self, is_prefill: bool) -> bool:
+        return not self.suspended and (is_prefill or bool(self.image_keys is not None and self.image_keys.any()))
+
+    def adjust_scores(self, call: AttentionCall) -> Tensor:
+        batch, key_length = call.scores.shape[0], call.scores.shape[-1]
+        if call.is_prefill:
+            self.image_keys = self.tracker.image_mask(key_length).to(call.scores.device) & call.key_mask
+        elif self.image_keys is None or self.image_keys.shape[0] != batch or self.image_keys.shape[1] > key_length:
+            raise RuntimeError("PAI's attention boost saw a decoding step that does not continue its last prefill.")
+        image_keys = nn.functional.pad(self.image_keys, (0, key_length - self.image_keys.shape[1]))
+        return boost_last_row(call.scores, image_keys, self.alpha)
+
+    @contextlib.contextmanager
+    def suspend(self) -> Iterator[None]:
+        """Leave the attention untouched inside the block."""
+        self.suspended = True
+        try:
+            yield
+        finally:
+            self.suspended = False
+
+
+@contextlib.contextmanager
+def boost_image_attention(model: nn.Module, alpha: float, start_layer: int, end_layer: int | None) -> Iterator[ImageAttentionBoost]:
+    """Install PAI's attention boost on layers ``[start_layer, end_layer)`` for the block."""
+    n_layers = len(decoder_layers(model))
+    end = n_layers if end_layer is None else end_layer
+    if not 0 <= start_layer < end <= n_layers:
+        raise ValueError(
+            f"PAI needs 0 <= start_layer < end_layer <= {n_layers} (the language model has {n_layers} layers), "
+            f"got start_layer={start_layer}, end_layer={end_layer}."
+        )
+    with track_prompts(model) as tracker:
+        hook = ImageAttentionBoost(alpha, tracker)
+        with layer_hooks(model, {layer: hook for layer in range(start_layer, end)}):
+            yield hook
+
+
+def text_only_prompt(model: nn.Module, inputs: Mapping[str, Tensor], pad_token_id: int) -> dict[str, Tensor]:
+    """Each prompt without its image tokens (and without image inputs), left-padded again.
+
+    Args:
+        model: the vision-language model (image-token ids).
+        inputs: the left-padded batch with ``input_ids`` and ``attention_mask`` ``[B, N]``.
+        pad_token_id: the padding id.
+
+    Returns:
+        ``{"input_ids", "attention_mask"}``, ``[B, N']``.
+    """
+    ids, mask = inputs["input_ids"], inputs["attention_mask"].bool()
+    keep = mask & ~image_token_mask(model, ids)
+    lengths = keep.sum(-1)
+    width = int(lengths.max())
+    position = torch.arange(width, device=ids.device)
+    text_mask = position >= width - lengths[:, None]
+    text_ids = torch.full((ids.shape[0], width), pad_token_id, dtype=ids.dtype, device=ids.device)
+    text_ids[text_mask] = ids[keep]
+    return {"input_ids": text_ids, "attention_mask": text_mask.to(inputs["attention_mask"].dtype)}
+
+
+class TextGuidance(LogitsProcessor):
+    """PAI's guidance: ``gamma * (s - u) + u`` on the tokens with ``p >= beta * max p``.
+
+    Args:
+        stream: the text-only stream (``u``), run with the attention boost suspended.
+        boost: the attention boost to suspend.
+        gamma: guidance scale (1 = no guidance).
+        beta: plausibility cutoff.
+    """
+
+    def __init__(self, stream: FollowerStream, boost: ImageAttentionBoost, gamma: float, beta: float) -> None:
+        self.stream, self.boost, self.gamma, self.beta = stream, boost, gamma, beta
+
+    def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
+        with self.boost.suspend():
+            text = self.stream.next_logits(input_ids).to(scores.device)
+        conditional, unconditional = scores.log_softmax(-1), text.log_softmax(-1)
+        guided = self.gamma * (conditional - unconditional) + unconditional
+        return guided.masked_fill(implausible(conditional, self.beta), -float("inf"))
+
+
+def pai(
+    model: nn.Module, inputs: Mapping[str, Tensor], max_new_tokens: int,
+    alpha: float, gamma: float, beta: float, start_layer: int, end_layer: int | None,
+) -> Tensor:
+    """Greedy PAI; returns the new tokens ``[B, T]``.
+
+    Args:
+        model: the vision-language model.
+        inputs: the processor's left-padded batch.
+        max_new_tokens: generation length limit.
+        alpha: attention boost (published 0.2; 0 = off).
+        gamma: guidance scale (published 1.1; 1 = off, no text-only pass).
+        beta: plausibility cutoff of the guidance (published 0.1).
+        start_layer: first boosted layer, 0-based (published 2).
+        end_layer: end of the boosted layers, exclusive (published 32 = all of LLaVA-1.5; None = all).
+    """
+    check_fraction("pai's beta", beta)
+    with boost_image_attention(model, alpha, start_layer, end_layer) as boost:
+        if gamma == 1:
+            return greedy_with(model, inputs, max_new_tokens, [])
+        pad = model.generation_config.pad_token_id
+        text = text_only_prompt(model, inputs, 0 if pad is None else int(pad))
+        stream = FollowerStream(model, text, int(inputs["input_ids"].shape[1]))
+        return greedy_with(model, inputs, max_new_tokens, [TextGuidance(stream, boost, gamma, beta)])
+
+
+register(Component(
+    "pai", "decoder", pai,
+    {"alpha": 0.2, "gamma": 1.1, "beta": 0.1, "start_layer": 2, "end_layer": None},
+    "Liu et al., Paying More Attention to Image: A Training-Free Method for Alleviating Hallucination in LVLMs, "
+    "ECCV 2024",
+))
