@@ -1,4 +1,5 @@
-# Two entry points: `make demo` (the main job) and `make test` (the whole test suite).
+# Two entry points: `make demo` (the main job: every notebook in small mode, writing figures/ and
+# data/results/) and `make test` (unit tests + every notebook under nbval, small mode).
 # Each creates or reuses its own virtual environment in $(VENV) and installs the CPU build of
 # torch unless torch is already importable there.
 PYTHON ?= python3
@@ -25,11 +26,13 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
+NBVAL := --nbval-lax --nbval-current-env --nbval-cell-timeout=900
+
 demo: setup
-	$(PY) -m eahlib.demo --figures figures
+	$(PY) -m eahlib.notebook_runner --mode small
 
 test: setup
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider tests notebooks $(NBVAL)
 
 benchmark: setup
 	$(PY) benchmarks/bench_core.py

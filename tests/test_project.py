@@ -34,3 +34,21 @@ def test_ci_runs_the_readme_test_command() -> None:
     readme = (ROOT / "README.md").read_text()
     ci = (ROOT / ".ci" / "run").read_text()
     assert "make test" in ci and "make test" in readme and "make demo" in readme
+    makefile = (ROOT / "Makefile").read_text()
+    assert "notebooks $(NBVAL)" in makefile and "--nbval-cell-timeout=" in makefile
+
+
+def test_notebooks_have_one_parameters_cell_and_no_functions() -> None:
+    import nbformat
+
+    from eahlib.notebook_runner import notebooks
+
+    for path in notebooks(ROOT / "notebooks"):
+        notebook = nbformat.read(path, as_version=4)
+        code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+        tagged = [cell for cell in code if "parameters" in cell.metadata.get("tags", [])]
+        assert len(tagged) == 1 and tagged[0] is code[0], path.name
+        assert 'MODE = os.environ.get("EAH_MODE", "small")' in tagged[0].source, path.name
+        assert not any(line.lstrip().startswith(("def ", "class ")) for cell in code for line in cell.source.splitlines())
+        assert all(not cell.get("outputs") for cell in code), f"{path.name}: strip outputs before committing"
+        assert "import eahlib as eah" in code[1].source, path.name
