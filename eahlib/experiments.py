@@ -139,9 +139,22 @@ def run_condition(
     return files
 
 
-def per_caption(setup: Setup, results: Path) -> pd.DataFrame:
-    """One row per caption: image id, hallucination flag, hallucinated and total mentions."""
+def _records(results: Path, items: Sequence[Item] | None) -> list[dict[str, Any]]:
+    """A results file's records, restricted to ``items`` (a file may hold more, from other runs)."""
     records = read_records(results)
+    if items is None:
+        return records
+    wanted = {item.item_id for item in items}
+    kept = [r for r in records if r["item_id"] in wanted]
+    if len(kept) != len(wanted):
+        raise RuntimeError(f"{results} lacks {len(wanted) - len(kept)} of the requested items; rerun the condition.")
+    return kept
+
+
+def per_caption(setup: Setup, results: Path, items: Sequence[Item] | None = None) -> pd.DataFrame:
+    """One row per caption of ``items`` (default: every record): image id, hallucination flag,
+    hallucinated and total mentions, recalled and ground-truth objects."""
+    records = _records(results, items)
     result = setup.chair.evaluate([{"image_id": r["image_id"], "caption": r["output"]} for r in records])
     return pd.DataFrame({
         "image_id": [s["image_id"] for s in result.sentences],
@@ -171,7 +184,7 @@ def evaluate_conditions(
     rows = []
     for name, method in conditions.items():
         files = run_condition(setup, name, method, caption_items, pope_items, max_new_tokens, batch_size)
-        captions = per_caption(setup, files["chair"])
+        captions = per_caption(setup, files["chair"], caption_items)
         row: dict[str, Any] = {"condition": name, "method": method.name, "n_captions": len(captions)}
         estimates = {
             "CHAIRs": bootstrap_mean(captions.hallucinated, seed=seed),
@@ -179,7 +192,7 @@ def evaluate_conditions(
             "Recall": bootstrap_ratio(captions.recalled, captions.n_gt, seed=seed),
         }
         if "pope" in files:
-            answers = read_records(files["pope"])
+            answers = _records(files["pope"], pope_items)
             correct = [pope_answer(r["output"]) == r["label"] for r in answers]
             estimates["POPE_accuracy"] = bootstrap_mean(correct, seed=seed)
             row["n_questions"] = len(answers)
@@ -194,7 +207,7 @@ def compare_captions(setup: Setup, items: Sequence[Item], eah: Mapping[str, Any]
     plain = run_condition(setup, "quickstart_greedy", _method("greedy"), items, max_new_tokens=max_new_tokens)
     enhanced = run_condition(setup, "quickstart_eah", _method("eah", {"eah": dict(eah)}), items,
                              max_new_tokens=max_new_tokens)
-    before, after = read_records(plain["chair"]), read_records(enhanced["chair"])
+    before, after = _records(plain["chair"], items), _records(enhanced["chair"], items)
     return pd.DataFrame({
         "image": [r["image"] for r in before],
         "caption": [r["output"] for r in before],
@@ -285,9 +298,9 @@ def benchmark_table(
     rows = []
     for name, method in methods.items():
         files = run_condition(setup, name, method, caption_items, (), max_new_tokens, batch_size, "benchmarks")
-        captions = per_caption(setup, files["chair"])
+        captions = per_caption(setup, files["chair"], caption_items)
         overall = setup.chair.evaluate(
-            [{"image_id": r["image_id"], "caption": r["output"]} for r in read_records(files["chair"])]
+            [{"image_id": r["image_id"], "caption": r["output"]} for r in _records(files["chair"], caption_items)]
         ).overall
         row: dict[str, Any] = {"method": name, "parameters": str(method.settings())}
         chairs = bootstrap_mean(captions.hallucinated, seed=seed)
@@ -300,7 +313,7 @@ def benchmark_table(
             results = generate_records(setup.model, setup.processor, method, items,
                                        setup.results_dir / "benchmarks" / f"{name}_pope_{split}.jsonl",
                                        {"model": setup.model_name, "task": "pope", "split": split}, 10, batch_size)
-            answers = read_records(results)
+            answers = _records(results, items)
             metrics = pope_metrics([r["label"] for r in answers], [r["output"] for r in answers])
             accuracy = bootstrap_mean([pope_answer(r["output"]) == r["label"] for r in answers], seed=seed)
             row.update({f"POPE {split} {k}": 100 * metrics[k] for k in ("accuracy", "precision", "recall", "f1",

@@ -58,3 +58,15 @@ def test_benchmark_table_and_ablation_conditions(tiny_setup: Setup) -> None:
             "L1 release preset"} <= set(conditions)
     assert conditions["L1 densest k=8"].settings()["eah"]["relative_threshold"] == 8.0
     assert conditions["L1 release preset"].settings()["eah"]["preset"] == "release"
+
+
+def test_results_are_restricted_to_the_requested_items(tiny_setup: Setup) -> None:
+    greedy = {"greedy": resolve_method("greedy")}
+    evaluate_conditions(tiny_setup, greedy, tiny_setup.caption_items, max_new_tokens=3)
+    subset = evaluate_conditions(tiny_setup, greedy, tiny_setup.caption_items[:2], max_new_tokens=3)
+    assert subset.n_captions.tolist() == [2]
+    results = tiny_setup.results_dir / "conditions" / "greedy_chair.jsonl"
+    assert len(per_caption(tiny_setup, results)) == 5
+    assert per_caption(tiny_setup, results, tiny_setup.caption_items[1:3]).image_id.tolist() == [
+        int(item.item_id) for item in tiny_setup.caption_items[1:3]
+    ]
