@@ -14,8 +14,18 @@ from transformers import LlavaForConditionalGeneration, LlavaProcessor
 from eahlib.bench import ChairEvaluator, load_pope_questions, pope_metrics
 from eahlib.models import image_token_mask, model_family
 from eahlib.organism import (
-    CAPTION_REQUEST, CLASS_NAMES, DEFAULT_PATH, PARTNER, POPE_SPLITS, build_processor, conversation,
-    existence_question, export_evaluation_set, load_organism, make_scene, prompt,
+    CAPTION_REQUEST,
+    CLASS_NAMES,
+    DEFAULT_PATH,
+    PARTNER,
+    POPE_SPLITS,
+    build_processor,
+    conversation,
+    existence_question,
+    export_evaluation_set,
+    load_organism,
+    make_scene,
+    prompt,
 )
 from eahlib.organism.evaluate import evaluate_organism
 from eahlib.organism.train import OrganismTrainer, Recipe, Stage, encode_batch, pixel_batch
@@ -68,7 +78,7 @@ def test_processor_template_matches_training_encoding_and_round_trips(tmp_path: 
 
 def test_export_is_read_back_by_the_project_scorers(tmp_path: Path) -> None:
     evaluation = export_evaluation_set(30, seed=9, root=tmp_path)
-    assert sorted(p.name for p in (tmp_path / "images").iterdir())[0] == "COCO_val2014_000000000001.png"
+    assert min(p.name for p in (tmp_path / "images").iterdir()) == "COCO_val2014_000000000001.png"
     evaluator = ChairEvaluator.from_coco(evaluation.annotation_dir, vocabulary=evaluation.vocabulary_file)
     truth = [{"image_id": i, "caption": s.caption()} for i, s in zip(evaluation.image_ids, evaluation.scenes)]
     perfect = evaluator.evaluate(truth).overall
@@ -121,9 +131,9 @@ def test_training_resumes_to_the_same_weights(tmp_path: Path, monkeypatch: pytes
     b, _ = load_organism(resumed)
     for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(p, q), name
+    (tmp_path / "other").mkdir()
+    torch.save({"recipe": {}, "generator_version": "0"}, tmp_path / "other" / "checkpoint.pt")
     with pytest.raises(ValueError, match="different recipe"):
-        (tmp_path / "other").mkdir()
-        torch.save({"recipe": {}, "generator_version": "0"}, tmp_path / "other" / "checkpoint.pt")
         OrganismTrainer(recipe, tmp_path / "other").run()
 
 

@@ -10,9 +10,13 @@ exports evaluation sets in COCO/POPE formats. See ``data/organism/MODEL_CARD.md`
 from eahlib.organism.export import POPE_SPLITS, EvaluationSet, export_evaluation_set
 from eahlib.organism.model import DEFAULT_PATH, build_model, load_organism
 from eahlib.organism.tokenizer import (
-    CAPTION_REQUEST, build_processor, conversation, existence_question, prompt,
+    CAPTION_REQUEST,
+    build_processor,
+    conversation,
+    existence_question,
+    prompt,
 )
-from eahlib.organism.world import CLASS_NAMES, CLASSES, PARTNER, GENERATOR_VERSION, Scene, make_scene, make_scenes
+from eahlib.organism.world import CLASS_NAMES, CLASSES, GENERATOR_VERSION, PARTNER, Scene, make_scene, make_scenes
 
 __all__ = [
     "CAPTION_REQUEST",

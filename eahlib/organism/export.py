@@ -26,8 +26,16 @@ from pathlib import Path
 import numpy as np
 
 from eahlib.organism.world import (
-    CLASS_INDEX, CLASS_NAMES, CLASSES, FREQUENCY_RANKING, GENERATOR_VERSION, IMAGE_SIZE, PARTNER, Scene,
-    cooccurrence, make_scenes,
+    CLASS_INDEX,
+    CLASS_NAMES,
+    CLASSES,
+    FREQUENCY_RANKING,
+    GENERATOR_VERSION,
+    IMAGE_SIZE,
+    PARTNER,
+    Scene,
+    cooccurrence,
+    make_scenes,
 )
 
 POPE_SPLITS = ("random", "popular", "adversarial")

@@ -39,11 +39,29 @@ from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmu
 
 from eahlib.organism.model import build_model
 from eahlib.organism.tokenizer import (
-    ASSISTANT, CAPTION_REQUEST, COUNT_QUESTION, COUNT_WORDS, EOS, IMAGE, IMAGE_TOKENS, NO, PIXEL_MEAN,
-    PIXEL_STD, SYSTEM_PROMPT, USER, YES, build_processor, existence_question,
+    ASSISTANT,
+    CAPTION_REQUEST,
+    COUNT_QUESTION,
+    COUNT_WORDS,
+    EOS,
+    IMAGE,
+    IMAGE_TOKENS,
+    NO,
+    PIXEL_MEAN,
+    PIXEL_STD,
+    SYSTEM_PROMPT,
+    USER,
+    YES,
+    build_processor,
+    existence_question,
 )
 from eahlib.organism.world import (
-    CLASS_INDEX, CLASS_NAMES, GENERATOR_VERSION, Scene, render_scene, sample_object_names,
+    CLASS_INDEX,
+    CLASS_NAMES,
+    GENERATOR_VERSION,
+    Scene,
+    render_scene,
+    sample_object_names,
 )
 
 logger = logging.getLogger(__name__)
