@@ -121,7 +121,7 @@ def massive_activation_survey(
         profile = sink_profile(model, relative_threshold=relative_threshold, **inputs)
         real = profile.attention_mask
         first_real = real.float().argmax(-1)
-        sinks = (profile.scores > profile.bounds[None, :, None, :]) & profile.image_mask[None, :, None, :]
+        sinks = profile.sinks()
         for layer_row, layer in enumerate(profile.layers):
             massive = massive_activation_sinks(hidden[layer].cpu(), dims, tau) & real
             attention = sinks[layer_row].any(1)

@@ -49,10 +49,29 @@ class SinkProfile:
         """``[H, n_image]`` received scores over one sample's image tokens, in prompt order."""
         return self.scores[layer, sample][:, self.image_mask[sample]]
 
-    def density_at(self, criterion: SinkCriterion) -> Tensor:
-        """``[L, B, H]`` densities of the same scores under another criterion (no new forward)."""
-        bounds = criterion.bounds(self.attention_mask, self.normalizer, self.image_mask).squeeze(1)
-        return ((self.scores > bounds[None, :, None, :]) & self.image_mask[None, :, None, :]).sum(-1)
+    @classmethod
+    def from_scores(
+        cls,
+        scores: Tensor,
+        image_mask: Tensor,
+        attention_mask: Tensor,
+        criterion: SinkCriterion,
+        normalizer: Normalizer,
+        layers: list[int],
+    ) -> SinkProfile:
+        """The profile of received scores ``[L, B, H, N]`` under ``criterion`` (bounds and density derived)."""
+        bounds = criterion.bounds(attention_mask, normalizer, image_mask).squeeze(1)
+        density = _sink_events(scores, bounds, image_mask).sum(-1)
+        return cls(density, scores, bounds, image_mask, attention_mask, criterion, normalizer, layers)
+
+    def with_criterion(self, criterion: SinkCriterion) -> SinkProfile:
+        """The same scores under another criterion (no new forward pass)."""
+        return SinkProfile.from_scores(self.scores, self.image_mask, self.attention_mask, criterion,
+                                       self.normalizer, self.layers)
+
+    def sinks(self) -> Tensor:
+        """``[L, B, H, N]`` bool: which image tokens are vision sinks of each layer and head."""
+        return _sink_events(self.scores, self.bounds, self.image_mask)
 
     def densest_heads(self) -> Tensor:
         """``[L, B]`` the densest head per layer and sample (lowest index on ties)."""
@@ -69,6 +88,11 @@ class SinkProfile:
         frame["criterion_value"] = self.criterion.value
         frame["normalizer"] = self.normalizer
         return frame
+
+
+def _sink_events(scores: Tensor, bounds: Tensor, image_mask: Tensor) -> Tensor:
+    """``[L, B, H, N]`` bool: scores ``[L, B, H, N]`` above their bounds ``[B, N]`` on image tokens ``[B, N]``."""
+    return (scores > bounds[None, :, None, :]) & image_mask[None, :, None, :]
 
 
 @dataclass(eq=False)
@@ -128,9 +152,7 @@ def sink_profile(
         raise RuntimeError(f"Layers {missing} did not dispatch their attention through eahlib; cannot profile them.")
     scores = torch.stack([hooks[layer].results[0][0] for layer in layer_ids])
     _, image, real = hooks[layer_ids[0]].results[0]
-    bounds = criterion.bounds(real, normalizer, image).squeeze(1)
-    density = ((scores > bounds[None, :, None, :]) & image[None, :, None, :]).sum(-1)
-    return SinkProfile(density, scores, bounds, image, real, criterion, normalizer, layer_ids)
+    return SinkProfile.from_scores(scores, image, real, criterion, normalizer, layer_ids)
 
 
 def threshold_sweep(
@@ -156,10 +178,7 @@ def threshold_sweep(
     profile = sink_profile(model, normalizer=normalizer, relative_threshold=float(relative_thresholds[0]), **inputs)
     frames = []
     for k in relative_thresholds:
-        criterion = sink_criterion(relative_threshold=float(k))
-        swept = SinkProfile(profile.density_at(criterion), profile.scores, profile.bounds, profile.image_mask,
-                            profile.attention_mask, criterion, normalizer, profile.layers)
-        frame = swept.to_frame()
+        frame = profile.with_criterion(sink_criterion(relative_threshold=float(k))).to_frame()
         frame.insert(0, "k", float(k))
         frames.append(frame.drop(columns=["criterion", "criterion_value", "normalizer"]))
     return pd.concat(frames, ignore_index=True)

@@ -135,7 +135,7 @@ def sink_statistics(
         batch = images[start : start + batch_size]
         inputs = processor(images=list(batch), text=[prompt(CAPTION_REQUEST)] * len(batch), return_tensors="pt")
         profile = sink_profile(model, relative_threshold=SINK_RELATIVE_THRESHOLD, **inputs)
-        events = (profile.scores > profile.bounds[None, :, None, :]) & profile.image_mask[None, :, None, :]
+        events = profile.sinks()
         image_events = torch.stack([events[:, b][..., profile.image_mask[b]] for b in range(len(batch))], 1)
         objects = torch.from_numpy(patches[start : start + len(batch)])[None, :, None, :]
         density.append(profile.density.float())
