@@ -21,7 +21,7 @@ import pandas as pd
 from torch import nn
 
 from eahlib import data_registry
-from eahlib.bench.chair import ChairEvaluator
+from eahlib.bench.chair import ChairEvaluator, ChairResult
 from eahlib.bench.pope import pope_answer
 from eahlib.bench.runner import CHAIR_PROMPT, Item, chair_items, generate_records, pope_items, read_records
 from eahlib.methods import Method
@@ -151,11 +151,19 @@ def _records(results: Path, items: Sequence[Item] | None) -> list[dict[str, Any]
     return kept
 
 
+def chair_result(setup: Setup, results: Path, items: Sequence[Item] | None = None) -> ChairResult:
+    """CHAIR of the captions of ``items`` in a results file (default: every record)."""
+    records = _records(results, items)
+    return setup.chair.evaluate([{"image_id": r["image_id"], "caption": r["output"]} for r in records])
+
+
 def per_caption(setup: Setup, results: Path, items: Sequence[Item] | None = None) -> pd.DataFrame:
     """One row per caption of ``items`` (default: every record): image id, hallucination flag,
     hallucinated and total mentions, recalled and ground-truth objects."""
-    records = _records(results, items)
-    result = setup.chair.evaluate([{"image_id": r["image_id"], "caption": r["output"]} for r in records])
+    return _caption_frame(chair_result(setup, results, items))
+
+
+def _caption_frame(result: ChairResult) -> pd.DataFrame:
     return pd.DataFrame({
         "image_id": [s["image_id"] for s in result.sentences],
         "hallucinated": [s["metrics"]["CHAIRs"] for s in result.sentences],
@@ -298,10 +306,8 @@ def benchmark_table(
     rows = []
     for name, method in methods.items():
         files = run_condition(setup, name, method, caption_items, (), max_new_tokens, batch_size, "benchmarks")
-        captions = per_caption(setup, files["chair"], caption_items)
-        overall = setup.chair.evaluate(
-            [{"image_id": r["image_id"], "caption": r["output"]} for r in _records(files["chair"], caption_items)]
-        ).overall
+        result = chair_result(setup, files["chair"], caption_items)
+        captions, overall = _caption_frame(result), result.overall
         row: dict[str, Any] = {"method": name, "parameters": str(method.settings())}
         chairs = bootstrap_mean(captions.hallucinated, seed=seed)
         chairi = bootstrap_ratio(captions.n_hallucinated, captions.n_mentions, seed=seed)
