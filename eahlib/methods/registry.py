@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib
-import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -81,10 +79,6 @@ class Method:
         """Name and every parameter in effect (JSON-serialisable), for result records."""
         parts = [c for c in (self.intervention, self.decoder) if c is not None]
         return {"method": self.name, **{c.name: dict(self.params.get(c.name, {})) for c in parts}}
-
-    def config_hash(self) -> str:
-        """Short stable hash of :meth:`settings`."""
-        return hashlib.sha256(json.dumps(self.settings(), sort_keys=True, default=str).encode()).hexdigest()[:12]
 
     @contextlib.contextmanager
     def _intervening(self, model: nn.Module) -> Iterator[Any]:
