@@ -19,25 +19,16 @@ from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
-from eahlib.bench.runner import chat_prompt
+from eahlib.bench.runner import chat_prompt, encode_batch
 from eahlib.metrics import massive_activation_sinks, sink_criterion
 from eahlib.profile import SinkProfile, sink_profile
 
 ImageLike = str | os.PathLike | Image.Image
 
 
-def _open(image: ImageLike) -> Image.Image:
-    return image if isinstance(image, Image.Image) else Image.open(image).convert("RGB")
-
-
 def model_inputs(model: nn.Module, processor: Any, images: Sequence[ImageLike], prompt: str) -> dict[str, torch.Tensor]:
     """Left-padded processor inputs for ``images`` with one chat-template ``prompt``, on the model's device."""
-    tokenizer = getattr(processor, "tokenizer", processor)
-    tokenizer.padding_side = "left"
-    text = [chat_prompt(processor, prompt)] * len(images)
-    batch = processor(images=[_open(i) for i in images], text=text, return_tensors="pt", padding=True)
-    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
-    return {k: (v.to(device, dtype) if v.is_floating_point() else v.to(device)) for k, v in batch.items()}
+    return encode_batch(model, processor, images, [chat_prompt(processor, prompt)] * len(images))
 
 
 def _batches(images: Sequence[ImageLike], size: int, desc: str) -> Iterator[tuple[int, Sequence[ImageLike]]]:

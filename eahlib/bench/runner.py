@@ -86,6 +86,19 @@ def chat_prompt(processor: Any, question: str) -> str:
     return processor.apply_chat_template(conversation, add_generation_prompt=True)
 
 
+def encode_batch(
+    model: nn.Module, processor: Any, images: Sequence[str | os.PathLike | Image.Image], prompts: Sequence[str]
+) -> dict[str, torch.Tensor]:
+    """Left-padded processor inputs for images and their templated prompts, on the model's device and dtype."""
+    tokenizer = getattr(processor, "tokenizer", processor)
+    tokenizer.padding_side = "left"
+    opened = [i if isinstance(i, Image.Image) else Image.open(i).convert("RGB") for i in images]
+    batch = processor(images=opened, text=list(prompts), return_tensors="pt", padding=True)
+    parameter = next(model.parameters())
+    return {k: (v.to(parameter.device, parameter.dtype) if v.is_floating_point() else v.to(parameter.device))
+            for k, v in batch.items()}
+
+
 def read_records(path: Path, repair: bool = False) -> list[dict[str, Any]]:
     """Records of a results file; a half-written last line (a killed run) is dropped.
 
@@ -162,15 +175,10 @@ def generate_records(
     (output.parent / f"{output.stem}.config.json").write_text(
         json.dumps({"config_hash": run_hash, **full_config}, indent=2, default=str)
     )
-    tokenizer = getattr(processor, "tokenizer", processor)
-    tokenizer.padding_side = "left"
-    device = next(model.parameters()).device
     with target.open("a", encoding="utf-8") as sink, tqdm(total=len(todo), desc=f"{method.name} -> {output.name}") as bar:
         for batch in _batches(todo, batch_size):
             prompts = [chat_prompt(processor, item.question) for item in batch]
-            images = [Image.open(item.image).convert("RGB") for item in batch]
-            inputs = processor(images=images, text=prompts, return_tensors="pt", padding=True).to(device)
-            inputs = {k: (v.to(model.dtype) if v.is_floating_point() else v) for k, v in inputs.items()}
+            inputs = encode_batch(model, processor, [item.image for item in batch], prompts)
             generation = method.generate(model, inputs, max_new_tokens)
             for item, prompt, text, extra in zip(batch, prompts, _decode(processor, generation.tokens), generation.extras):
                 record = {"item_id": item.item_id, **item.fields, "prompt": prompt, "output": text,
