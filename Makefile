@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH_SPEC)" 2>&1 | grep -v "^WARNING: Location" || true
 	$(PY) -c "import torch"
-	$(PIP) install -e . 2>&1 | grep -v "^WARNING: Location" || true
+	$(PIP) install -e ".[all]" 2>&1 | grep -v "^WARNING: Location" || true
 	$(PY) -c "import eahlib, transformers, nbval, papermill"
 	touch $@
 

@@ -11,7 +11,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 CONDA_NAMES = {"pytorch": "torch"}
 """Conda package names that differ from their PyPI names."""
-CONDA_ONLY = {"python", "pip", "pytorch-cuda"}
+CONDA_ONLY = {"python", "pip", "cuda-version"}
+SELF_REFERENCE = "eahlib["
+"""An extra such as ``all = ["eahlib[notebooks,test]"]`` names other extras, not packages."""
 
 
 def split_requirement(spec: str) -> tuple[str, str]:
@@ -21,13 +23,27 @@ def split_requirement(spec: str) -> tuple[str, str]:
 
 def test_environment_yml_matches_pyproject() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    pip_deps = dict(split_requirement(d) for d in project["dependencies"])
+    extras = [d for group in project["optional-dependencies"].values() for d in group if not d.startswith(SELF_REFERENCE)]
+    pip_deps = dict(split_requirement(d) for d in project["dependencies"] + extras)
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     conda = [d for d in env["dependencies"] if isinstance(d, str)]
     conda_deps = {CONDA_NAMES.get(n, n): b for n, b in map(split_requirement, conda) if n not in CONDA_ONLY}
     assert conda_deps == pip_deps
     assert all(bound.startswith(">=") for bound in pip_deps.values()), "lower bounds, not pins"
     assert {"-e ."} <= set(next(d for d in env["dependencies"] if isinstance(d, dict))["pip"])
+    assert env["channels"][0] == "conda-forge" and not {"pytorch", "nvidia"} & set(env["channels"]), "conda-forge only"
+
+
+def test_core_dependencies_leave_out_notebook_and_test_tools() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    core = {split_requirement(d)[0] for d in project["dependencies"]}
+    assert not core & {"jupyterlab", "nbval", "pytest", "papermill", "ipykernel"}
+    assert {"notebooks", "test"} <= set(project["optional-dependencies"])
+    python_floor = project["requires-python"].removeprefix(">=")
+    torch_floor = dict(split_requirement(d) for d in project["dependencies"])["torch"].removeprefix(">=")
+    # transformers 5.x runs without torch below 2.6 and refuses Python below 3.11.
+    assert tuple(map(int, python_floor.split("."))) >= (3, 11)
+    assert tuple(map(int, torch_floor.split("."))) >= (2, 6)
 
 
 def test_ci_runs_the_readme_test_command() -> None:
