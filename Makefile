@@ -9,10 +9,16 @@ TORCH_SPEC ?= torch==2.13.0
 SHARED ?= ../shared
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-# Offline reference data for tests (see ../shared/README.md); real users download on demand.
+# ../shared is the project's optional offline mirror of the public reference data (it exists only on
+# our own machines and in CI). Used only when present, and never over a variable you have set.
+# Without it, NLTK data comes from NLTK's standard locations (downloaded when missing) and registry
+# files are downloaded and sha256-verified into the cache; or point NLTK_DATA and EAH_DATA_DIR at
+# your own copies.
+ifneq ($(wildcard $(SHARED)/eah-data),)
 export NLTK_DATA ?= $(abspath $(SHARED)/nltk_data)
 export EAH_DATA_DIR ?= $(abspath $(SHARED)/eah-data)
 export EAH_OFFLINE ?= 1
+endif
 
 .PHONY: demo test setup clean benchmark
 

@@ -16,9 +16,8 @@ Where files come from:
   of downloading (NLTK data downloads are disabled by the same switch).
 
 A few registry entries have no URL: files derived from public sources for this project (the CHAIR
-rules extracted from code, the CHAIR ground-truth caches converted from pickles). The rules ship
-inside the package; the caches resolve only through ``EAH_DATA_DIR`` (without them, CHAIR builds the
-same ground truth from the official COCO annotations, see ``python -m eahlib.bench chair --help``).
+rules extracted from code, the CHAIR ground-truth caches converted from the public pickles). They
+ship inside the package (``eahlib/bench/data/``, 1.6 MB) and are always read from there.
 """
 
 from __future__ import annotations
@@ -61,6 +60,10 @@ DERIVED_FILES = (
     "chair/gt_objects/maxlinn_chair_pkl_vocab.json",
 )
 """Files made for this project from public sources; they have no upstream URL."""
+PACKAGED_FILES = {name: Path(__file__).parent / "bench" / "data" / name.removeprefix("chair/") for name in DERIVED_FILES}
+"""Where the derived files ship inside the package, so that users need neither a download nor a
+local data folder for them: the CHAIR rules (1 KB of string literals from the BSD-2 reference
+``chair.py``) and the two CHAIR ground-truth caches with their vocabularies (1.6 MB)."""
 
 POPE_QUESTION_FILES = {
     "coco": "pope/coco/coco_pope_{split}.json",
@@ -183,26 +186,24 @@ def fetch(name: str) -> Path:
         name: a registry name (see :func:`available`), e.g. ``"chair/synonyms.txt"``.
 
     Returns:
-        The path of the verified file: under ``EAH_DATA_DIR`` when set, else in the cache.
+        The path of the verified file: inside the package for the derived files, else under
+        ``EAH_DATA_DIR`` when set, else in the cache.
 
     Raises:
         KeyError: the name is not in the registry.
-        FileNotFoundError: the file is missing under ``EAH_DATA_DIR``, has no public URL, or is not
-            cached while ``EAH_OFFLINE`` is set.
+        FileNotFoundError: the file is missing under ``EAH_DATA_DIR``, or is not cached while
+            ``EAH_OFFLINE`` is set.
         ValueError: the file's sha256 differs from the registry's.
     """
     entry = _entry(name)
+    if name in PACKAGED_FILES:
+        return _verified(PACKAGED_FILES[name], entry)
     local_root = data_dir()
     if local_root is not None:
         return _verified(local_root / name, entry)
     cached = cache_dir() / name
-    if cached.is_file() and (entry.url is None or offline()):
+    if cached.is_file() and offline():
         return _verified(cached, entry)
-    if entry.url is None:
-        raise FileNotFoundError(
-            f"{name!r} was derived for this project and has no public download. Set {DATA_DIR_ENV} to a "
-            f"folder holding it (as {name}), or place it at {cached}."
-        )
     if offline():
         raise FileNotFoundError(
             f"{name!r} is not in the cache ({cached}) and {OFFLINE_ENV} forbids downloads. "
@@ -219,9 +220,6 @@ def chair_synonyms() -> Path:
     return fetch("chair/synonyms.txt")
 
 
-PACKAGED_FILES = {"chair/chair_rules_extracted.txt": Path(__file__).parent / "bench" / "data" / "chair_rules_extracted.txt"}
-"""Derived files small enough to ship inside the package (1 KB of string literals from the BSD-2
-reference ``chair.py``), so users need no download for them."""
 
 
 def chair_rules() -> Path:
@@ -229,8 +227,7 @@ def chair_rules() -> Path:
 
     Shipped with the package (verified against the registry's sha256).
     """
-    name = "chair/chair_rules_extracted.txt"
-    return _verified(PACKAGED_FILES[name], _entry(name))
+    return fetch("chair/chair_rules_extracted.txt")
 
 
 def chair_ground_truth(source: str = "ritual") -> Path:
@@ -241,7 +238,7 @@ def chair_ground_truth(source: str = "ritual") -> Path:
             or ``"maxlinn"`` (``pattern`` singulariser).
 
     Returns:
-        Path of the ``.json.gz`` file.
+        Path of the ``.json.gz`` file (shipped with the package).
     """
     if source not in CHAIR_GROUND_TRUTH_FILES:
         raise ValueError(f"Unknown CHAIR ground truth {source!r}; choose one of {sorted(CHAIR_GROUND_TRUTH_FILES)}.")
@@ -346,12 +343,12 @@ def resolve_coco_images(folder: str | os.PathLike, images: Iterable[int | str]) 
     return paths
 
 
-def registry_from_manifest(manifest: str | os.PathLike, data_root: str | os.PathLike) -> list[RegistryEntry]:
+def registry_from_manifest(manifest: str | os.PathLike) -> list[RegistryEntry]:
     """Build the registry: manifest files with pinned raw.githubusercontent URLs, derived files, COCO zip.
 
     Args:
         manifest: the reference data's ``MANIFEST.json`` (list of ``{dest, source_repo, path, commit, sha256}``).
-        data_root: the folder holding the derived files (hashed here, as they are not in the manifest).
+            The derived files are hashed where they ship, inside the package.
 
     Returns:
         The registry entries, in a stable order.
@@ -364,7 +361,7 @@ def registry_from_manifest(manifest: str | os.PathLike, data_root: str | os.Path
         )
         for item in json.loads(Path(manifest).read_text(encoding="utf-8"))
     ]
-    entries += [RegistryEntry(name, pooch.file_hash(str(Path(data_root) / name))) for name in DERIVED_FILES]
+    entries += [RegistryEntry(name, pooch.file_hash(str(PACKAGED_FILES[name]))) for name in DERIVED_FILES]
     entries.append(RegistryEntry(COCO_ANNOTATIONS, COCO_ANNOTATIONS_SHA256, COCO_ANNOTATIONS_URL))
     return entries
 
@@ -373,7 +370,7 @@ def write_registry(entries: Sequence[RegistryEntry], path: str | os.PathLike = R
     """Write registry entries to a registry file (see :func:`read_registry`)."""
     header = [
         "# eahlib data registry: name sha256 [url]. Generated by `python -m eahlib.data_registry DATA_DIR`",
-        "# from DATA_DIR/MANIFEST.json; entries without url were derived for this project (EAH_DATA_DIR only).",
+        "# from DATA_DIR/MANIFEST.json; entries without url were derived for this project (shipped in eahlib/bench/data/).",
     ]
     Path(path).write_text("\n".join(header + [entry.line() for entry in entries]) + "\n", encoding="utf-8")
 
@@ -382,5 +379,5 @@ if __name__ == "__main__":
     if len(sys.argv) != 2:
         sys.exit("usage: python -m eahlib.data_registry DATA_DIR   (the folder holding MANIFEST.json)")
     root = Path(sys.argv[1])
-    write_registry(registry_from_manifest(root / "MANIFEST.json", root))
+    write_registry(registry_from_manifest(root / "MANIFEST.json"))
     print(f"wrote {REGISTRY_FILE}")

@@ -112,7 +112,7 @@ def setup(
     if not str(folder) or not folder.is_dir():
         raise FileNotFoundError("Full mode needs the COCO val2014 images: pass coco_images= or set COCO_IMAGES.")
     items = chair_items(folder, n_images or 500, seed, CHAIR_PROMPT)
-    chair = ChairEvaluator.from_ground_truth("ritual") if data_registry.data_dir() else ChairEvaluator.from_coco()
+    chair = ChairEvaluator.from_ground_truth("ritual")
     pope = {split: data_registry.pope_questions(pope_version, split) for split in data_registry.POPE_SPLITS}
     return Setup(mode, name, model, processor, folder, items, CHAIR_PROMPT, chair, pope, out)
 

@@ -1,10 +1,12 @@
 """CHAIR equals the reference ``chair.py`` (OPERA, NLTK path) on the fixtures and the released captions.
 
-Uses the offline reference data (``EAH_DATA_DIR``, ``NLTK_DATA``, ``EAH_OFFLINE=1`` from conftest.py).
+The hand-made fixtures and the reference outputs live in ``tests/fixtures``; the released captions
+come from the data registry (``EAH_DATA_DIR``, or downloaded and verified).
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 from typing import Any
@@ -14,10 +16,9 @@ import pytest
 
 from eahlib import data_registry
 from eahlib.bench import ChairEvaluator, ObjectVocabulary, coco_image_id, ensure_nltk_data, load_caption_records
+from tests.conftest import FIXTURES
 
-DATA_DIR = data_registry.data_dir()
-"""Set by conftest.py (or the Makefile) to ../shared/eah-data."""
-MINI = DATA_DIR / "fixtures" / "chair_coco_mini"
+MINI = FIXTURES / "chair_coco_mini"
 RELEASED = [(model, decoding) for model in ("llava-1.5", "instructblip") for decoding in ("greedy", "beam5", "ours")]
 REFERENCE_METRICS = ("CHAIRs", "CHAIRi", "Recall")
 
@@ -62,7 +63,7 @@ def pai_precision(reference: dict[str, Any]) -> float:
 
 def test_coco_vocabulary_equals_the_reference_one() -> None:
     vocab = ObjectVocabulary.coco()
-    reference = json.loads((DATA_DIR / "chair/gt_objects/ritual_chair_pkl_vocab.json").read_text())
+    reference = json.loads(data_registry.fetch("chair/gt_objects/ritual_chair_pkl_vocab.json").read_text())
     reference_nodes = {word: node for word, node in reference["inverse_synonym_dict"].items() if word}
     assert dict(vocab.node_of) == reference_nodes
     assert dict(vocab.pairs) == reference["double_word_dict"]
@@ -81,7 +82,7 @@ def test_mini_coco_equals_reference(mini_evaluator: ChairEvaluator, captions: st
 def test_released_captions_equal_reference(ritual_evaluator: ChairEvaluator, model: str, decoding: str) -> None:
     captions = data_registry.fetch(f"chair/opera_chair_eval_results/{model}/{decoding}.jsonl")
     result = ritual_evaluator.evaluate(captions)
-    reference = json.loads((DATA_DIR / f"fixtures/chair_released_reference/{model}_{decoding}.json").read_text())
+    reference = json.loads(gzip.decompress((FIXTURES / f"chair_released_reference/{model}_{decoding}.json.gz").read_bytes()))
     assert_equals_reference(result.to_dict(), reference)
     precision, recall = pai_precision(reference), reference["overall_metrics"]["Recall"]
     assert result.overall["Precision"] == precision

@@ -1,7 +1,7 @@
 """The data registry: derived from the manifest, resolved and verified under EAH_DATA_DIR, clear errors.
 
-Uses the offline reference data (``EAH_DATA_DIR``, ``EAH_OFFLINE=1`` from conftest.py); ``pooch.retrieve``
-is replaced so that nothing can be downloaded.
+Every test points ``EAH_DATA_DIR`` at the ``public_data`` folder (conftest.py) and replaces
+``pooch.retrieve`` so that nothing can be downloaded.
 """
 
 from __future__ import annotations
@@ -15,23 +15,25 @@ import pytest
 
 from eahlib import data_registry
 from eahlib.bench import ChairEvaluator
-from eahlib.data_registry import COCO_ANNOTATIONS, RegistryEntry
-
-DATA_DIR = data_registry.data_dir()
-"""Set by conftest.py (or the Makefile) to ../shared/eah-data."""
+from eahlib.data_registry import COCO_ANNOTATIONS, PACKAGED_FILES, RegistryEntry
+from tests.conftest import FIXTURES
 
 
 @pytest.fixture(autouse=True)
-def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+def data_dir(public_data: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``EAH_DATA_DIR`` = the public reference data; downloads refused."""
+
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("the network must not be touched")
 
+    monkeypatch.setenv(data_registry.DATA_DIR_ENV, str(public_data))
     monkeypatch.setenv(data_registry.OFFLINE_ENV, "1")
     monkeypatch.setattr(pooch, "retrieve", refuse)
+    return public_data
 
 
 def test_registry_is_derived_from_the_manifest() -> None:
-    derived = data_registry.registry_from_manifest(DATA_DIR / "MANIFEST.json", DATA_DIR)
+    derived = data_registry.registry_from_manifest(FIXTURES / "eah_data_manifest.json")
     assert {entry.name: entry for entry in derived} == data_registry.read_registry()
     for entry in derived:
         assert entry.url is None or entry.url.startswith(
@@ -40,14 +42,19 @@ def test_registry_is_derived_from_the_manifest() -> None:
 
 
 @pytest.mark.parametrize("name", data_registry.available())
-def test_every_entry_resolves_under_data_dir(name: str) -> None:
+def test_every_entry_resolves_under_data_dir(name: str, data_dir: Path) -> None:
     if name == COCO_ANNOTATIONS:  # the 250 MB zip is not mirrored in the reference data
         with pytest.raises(FileNotFoundError, match=data_registry.DATA_DIR_ENV):
             data_registry.fetch(name)
         return
     path = data_registry.fetch(name)
-    assert path == DATA_DIR / name
+    assert path == PACKAGED_FILES.get(name, data_dir / name)
     assert pooch.file_hash(str(path)) == data_registry.read_registry()[name].sha256
+
+
+def test_derived_files_ship_with_the_package() -> None:
+    assert set(PACKAGED_FILES) == {entry.name for entry in data_registry.read_registry().values() if entry.url is None}
+    assert all(path.is_file() for path in PACKAGED_FILES.values())
 
 
 def test_unknown_name_raises_with_suggestion() -> None:
@@ -65,21 +72,22 @@ def test_wrong_hash_and_missing_file_raise(monkeypatch: pytest.MonkeyPatch, tmp_
         data_registry.chair_synonyms()
 
 
-def test_without_data_dir_downloads_pinned_url_into_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_without_data_dir_downloads_pinned_url_into_cache(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, data_dir: Path
+) -> None:
     monkeypatch.delenv(data_registry.DATA_DIR_ENV)
     monkeypatch.setattr(data_registry, "cache_dir", lambda: tmp_path)
     with pytest.raises(FileNotFoundError, match="forbids downloads"):
         data_registry.chair_synonyms()
-    with pytest.raises(FileNotFoundError, match="no public download"):
-        data_registry.chair_ground_truth("ritual")
-    assert data_registry.chair_rules() == data_registry.PACKAGED_FILES["chair/chair_rules_extracted.txt"]
+    assert data_registry.chair_ground_truth("ritual") == PACKAGED_FILES["chair/gt_objects/ritual_chair_pkl_imid_to_objects.json.gz"]
+    assert data_registry.chair_rules() == PACKAGED_FILES["chair/chair_rules_extracted.txt"]
     calls = []
 
     def fake_retrieve(url: str, known_hash: str, fname: str, path: Path, progressbar: bool) -> str:
         calls.append((url, known_hash))
         target = Path(path) / fname
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(DATA_DIR / "chair/synonyms.txt", target)
+        shutil.copy(data_dir / "chair/synonyms.txt", target)
         return str(target)
 
     monkeypatch.delenv(data_registry.OFFLINE_ENV)
@@ -92,12 +100,12 @@ def test_without_data_dir_downloads_pinned_url_into_cache(monkeypatch: pytest.Mo
     assert len(calls) == 1, "a cached file is used offline without pooch"
 
 
-def test_pope_question_aliases() -> None:
+def test_pope_question_aliases(data_dir: Path) -> None:
     for version, template in data_registry.POPE_QUESTION_FILES.items():
         for split in data_registry.POPE_SPLITS:
             name = template.format(split=split)
             if name in data_registry.available():
-                assert data_registry.pope_questions(version, split) == DATA_DIR / name
+                assert data_registry.pope_questions(version, split) == data_dir / name
     with pytest.raises(ValueError, match=r"has no 'random' split; it has \['adversarial'\]"):
         data_registry.pope_questions("coco_v1", "random")
     with pytest.raises(ValueError, match="Unknown POPE version"):
@@ -106,17 +114,18 @@ def test_pope_question_aliases() -> None:
         data_registry.chair_ground_truth("pattern")
 
 
-def test_default_coco_annotations_build_the_same_ground_truth(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    annotations = DATA_DIR / "fixtures/chair_coco_mini/coco_annotations"
+def test_default_coco_annotations_build_the_same_ground_truth(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, data_dir: Path
+) -> None:
+    annotations = FIXTURES / "chair_coco_mini/coco_annotations"
     data = tmp_path / "data"
     archive = data / COCO_ANNOTATIONS
     archive.parent.mkdir(parents=True)
     with zipfile.ZipFile(archive, "w") as handle:
         for name in data_registry.COCO_ANNOTATION_FILES:
             handle.write(annotations / name, f"annotations/{name}")
-    for name in ("chair/synonyms.txt", "chair/chair_rules_extracted.txt"):
-        (data / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(DATA_DIR / name, data / name)
+    (data / "chair").mkdir()
+    shutil.copy(data_dir / "chair/synonyms.txt", data / "chair/synonyms.txt")
     registry = {**data_registry.read_registry()}
     url = registry[COCO_ANNOTATIONS].url
     registry[COCO_ANNOTATIONS] = RegistryEntry(COCO_ANNOTATIONS, pooch.file_hash(str(archive)), url)

@@ -1,6 +1,6 @@
 """POPE answer parsing and metrics equal the four public scorers on the parser fixture; question loading.
 
-Uses the offline reference data (``EAH_DATA_DIR``, ``EAH_OFFLINE=1`` from conftest.py).
+The parser fixture lives in ``tests/fixtures``; question files come from the data registry.
 """
 
 from __future__ import annotations
@@ -12,10 +12,9 @@ import pytest
 
 from eahlib import data_registry
 from eahlib.bench import POPE_SCORERS, load_pope_questions, pope_answer, pope_metrics
+from tests.conftest import FIXTURES
 
-DATA_DIR = data_registry.data_dir()
-"""Set by conftest.py (or the Makefile) to ../shared/eah-data."""
-PARSER_FIXTURE = DATA_DIR / "fixtures" / "pope_parser"
+PARSER_FIXTURE = FIXTURES / "pope_parser"
 REFERENCE_NAMES = {
     "pope": "pope_evaluate",
     "llava": "llava_eval_pope",

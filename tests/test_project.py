@@ -68,3 +68,27 @@ def test_notebooks_have_one_parameters_cell_and_no_functions() -> None:
         assert not any(line.lstrip().startswith(("def ", "class ")) for cell in code for line in cell.source.splitlines())
         assert all(not cell.get("outputs") for cell in code), f"{path.name}: strip outputs before committing"
         assert "import eahlib as eah" in code[1].source, path.name
+
+
+def _make_variables(shared: Path, **environment: str) -> dict[str, str]:
+    """The variables ``make`` exports for the test/demo jobs, with ``SHARED`` pointing at ``shared``."""
+    import os
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k not in {"NLTK_DATA", "EAH_DATA_DIR", "EAH_OFFLINE"}}
+    database = subprocess.run(
+        ["make", "-pn", f"SHARED={shared}", "clean"], cwd=ROOT, env={**env, **environment},
+        capture_output=True, text=True, check=True,
+    ).stdout
+    names = ("NLTK_DATA", "EAH_DATA_DIR", "EAH_OFFLINE")
+    return {name: value for name, _, value in
+            (line.partition(" = ") for line in database.splitlines()) if name in names}
+
+
+def test_makefile_uses_the_offline_mirror_only_when_present(tmp_path: Path) -> None:
+    assert _make_variables(tmp_path / "absent") == {}
+    mirror = tmp_path / "shared"
+    (mirror / "eah-data").mkdir(parents=True)
+    assert set(_make_variables(mirror)) == {"NLTK_DATA", "EAH_DATA_DIR", "EAH_OFFLINE"}
+    mine = _make_variables(mirror, NLTK_DATA="/my/nltk", EAH_OFFLINE="0")
+    assert mine["NLTK_DATA"] == "/my/nltk" and mine["EAH_OFFLINE"] == "0"

@@ -178,3 +178,32 @@ def test_cli_and_tables(coco_dir: Path, pope_file: Path, tmp_path: Path, capsys)
     assert plot_results(table, tmp_path / "fig.png").stat().st_size > 1000
     cli(["table", "--results", str(out), "--ground-truth", str(gt), "--markdown", str(tmp_path / "t.md")])
     assert (tmp_path / "t.md").read_text().count("\n") == 4
+
+
+def test_every_method_is_discoverable_from_the_command_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from eahlib.bench.__main__ import main, method_help
+    from eahlib.methods import components
+
+    registered = components()
+    assert {"greedy", "beam", "sample", "eah", "ablate", "vcd", "pai", "dola"} <= set(registered)
+    help_text = method_help()
+    main(["methods"])
+    listing = capsys.readouterr().out
+    for name, component in registered.items():
+        assert component.description, f"{name} has no description"
+        assert f"{name}: {component.description}" in help_text
+        assert f"{name}  [{component.kind}]" in listing and component.reference in listing
+        for param, default in component.defaults.items():
+            assert f"{param}={json.dumps(default)}" in listing
+
+
+def test_unknown_method_or_parameter_is_refused_with_the_valid_ones(capsys: pytest.CaptureFixture[str]) -> None:
+    from eahlib.bench.__main__ import main
+
+    common = ["chair", "--model", "no/such-model", "--images", ".", "--out", "."]
+    with pytest.raises(SystemExit):
+        main([*common, "--method", "eah+opra"])
+    assert "decoder ['beam'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*common, "--method", "vcd", "--param", "vcd.alfa=2"])
+    assert "it takes ['alpha', 'beta', 'noise_step', 'seed']" in capsys.readouterr().err

@@ -1,7 +1,8 @@
-"""Command line: ``python -m eahlib.bench chair|pope|table ...`` (``--help`` on each).
+"""Command line: ``python -m eahlib.bench chair|pope|table|methods ...`` (``--help`` on each).
 
 Examples::
 
+    python -m eahlib.bench methods          # every method, its parameters, defaults and reference
     python -m eahlib.bench chair --model llava-hf/llava-1.5-7b-hf --images ~/coco/val2014 \\
         --out results/llava --method eah --param eah.layer=1
     python -m eahlib.bench pope --model llava-hf/llava-1.5-7b-hf --images ~/coco/val2014 \\
@@ -34,7 +35,7 @@ from eahlib.bench.runner import (
     score_pope,
 )
 from eahlib.bench.tables import plot_results, results_table, to_markdown
-from eahlib.methods import resolve_method
+from eahlib.methods import components, resolve_method
 from eahlib.models import load_model
 
 POPE_SPLITS = ("random", "popular", "adversarial")
@@ -59,11 +60,35 @@ def parse_params(pairs: list[str]) -> dict[str, dict[str, Any]]:
     return params
 
 
+def method_help() -> str:
+    """``--method`` help: every registered decoder and intervention with its one-line description."""
+    registered = components().values()
+    lines = ["a decoder, or intervention+decoder (e.g. eah+beam); parameters via --param."]
+    for kind in ("decoder", "intervention"):
+        lines.append(f"{kind}s: " + "; ".join(f"{c.name}: {c.description}" for c in registered if c.kind == kind))
+    return " ".join(lines) + " See `python -m eahlib.bench methods`."
+
+
+def methods_table() -> str:
+    """Each method component: kind, description, parameters with published defaults, reference."""
+    blocks = []
+    for component in components().values():
+        params = ", ".join(f"{name}={json.dumps(value)}" for name, value in component.defaults.items()) or "(none)"
+        composes = "any decoder" if component.composes_with is None else ", ".join(component.composes_with)
+        lines = [f"{component.name}  [{component.kind}]", f"    {component.description}",
+                 f"    parameters: {params}", f"    reference:  {component.reference}"]
+        if component.kind == "intervention":
+            lines.append(f"    composes with: {composes}")
+        blocks.append("\n".join(lines))
+    usage = "Use as --method DECODER or --method INTERVENTION+DECODER, with --param COMPONENT.NAME=VALUE."
+    return "\n\n".join(blocks) + "\n\n" + usage
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="hub checkpoint, local path, or 'organism'/'tiny-random-llava'")
     parser.add_argument("--images", required=True, type=Path, help="folder of COCO images (e.g. val2014/)")
     parser.add_argument("--out", required=True, type=Path, help="results folder (runs resume here)")
-    parser.add_argument("--method", default="greedy", help="e.g. greedy, beam, eah, eah+beam")
+    parser.add_argument("--method", default="greedy", help=method_help())
     parser.add_argument("--param", action="append", default=[], metavar="COMPONENT.NAME=VALUE",
                         help="method parameter, repeatable (e.g. eah.layer=1, beam.num_beams=5)")
     parser.add_argument("--batch-size", type=int, default=8)
@@ -77,25 +102,18 @@ def _load(args: argparse.Namespace, shard: Shard) -> tuple[Any, Any]:
 
 
 def _evaluator(args: argparse.Namespace) -> ChairEvaluator:
-    """CHAIR ground truth: an explicit cache or annotation folder; else the registry's ``ritual``
-    cache under ``EAH_DATA_DIR``; else built once from the official COCO annotations and cached."""
+    """CHAIR ground truth: an explicit cache or COCO annotation folder, else the shipped ``ritual`` cache."""
     if args.ground_truth is not None:
         return ChairEvaluator.from_ground_truth(args.ground_truth, vocabulary=args.vocabulary)
     if args.annotations is not None or args.vocabulary is not None:
         return ChairEvaluator.from_coco(args.annotations, vocabulary=args.vocabulary)
-    if data_registry.data_dir() is not None:
-        return ChairEvaluator.from_ground_truth("ritual")
-    cached = data_registry.cache_dir() / "chair_ground_truth_coco2014.json.gz"
-    if cached.is_file():
-        return ChairEvaluator.from_ground_truth(cached)
-    evaluator = ChairEvaluator.from_coco()
-    evaluator.save_ground_truth(cached)
-    return evaluator
+    return ChairEvaluator.from_ground_truth("ritual")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m eahlib.bench", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("methods", help="list every method: kind, parameters with published defaults, reference")
 
     chair = commands.add_parser("chair", help="caption sampled images, then score CHAIR")
     _common(chair)
@@ -104,8 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     chair.add_argument("--prompt", default=CHAIR_PROMPT)
     chair.add_argument("--max-new-tokens", type=int, default=CHAIR_MAX_NEW_TOKENS)
     chair.add_argument("--annotations", type=Path, help="COCO 2014 annotation folder for the CHAIR ground truth")
-    chair.add_argument("--ground-truth", help="ground-truth cache: 'ritual', 'maxlinn' or a .json(.gz) file "
-                       "(default: ritual under EAH_DATA_DIR, else built once from the COCO annotations)")
+    chair.add_argument("--ground-truth", help="ground-truth cache: 'ritual' (default, shipped with eahlib), 'maxlinn' or a .json(.gz) file")
     chair.add_argument("--vocabulary", type=Path, help="object vocabulary in synonyms-list format (default COCO)")
 
     pope = commands.add_parser("pope", help="answer POPE questions, then score them")
@@ -127,6 +144,9 @@ def main(argv: list[str] | None = None) -> None:
     table.add_argument("--figure", type=Path, help="write a bar chart here (PNG)")
 
     args = parser.parse_args(argv)
+    if args.command == "methods":
+        print(methods_table())
+        return
     if args.command == "table":
         evaluator = None if args.no_chair else _evaluator(args)
         frame = results_table(args.results, evaluator, args.scorer)
@@ -135,7 +155,10 @@ def main(argv: list[str] | None = None) -> None:
             print(f"figure written to {plot_results(frame, args.figure)}")
         return
 
-    method = resolve_method(args.method, parse_params(args.param))
+    try:
+        method = resolve_method(args.method, parse_params(args.param))
+    except ValueError as error:  # before any model is loaded
+        parser.error(str(error))
     shard = Shard.from_accelerate()
     model, processor = _load(args, shard)
     if args.command == "chair":

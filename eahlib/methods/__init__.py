@@ -7,6 +7,6 @@ generates, e.g. ``eah``) and one *decoder* (how tokens are chosen, e.g. ``greedy
 that is not selected.
 """
 
-from eahlib.methods.registry import COMPONENTS, Component, Generation, Method, register, resolve_method
+from eahlib.methods.registry import COMPONENTS, Component, Generation, Method, components, register, resolve_method
 
-__all__ = ["COMPONENTS", "Component", "Generation", "Method", "register", "resolve_method"]
+__all__ = ["COMPONENTS", "Component", "Generation", "Method", "components", "register", "resolve_method"]

@@ -75,15 +75,21 @@ def ablate(model: nn.Module, heads: Mapping[str | int, list[int]], mode: str) ->
         yield _NoRecord()
 
 
-register(Component("greedy", "decoder", greedy, {}, "greedy decoding"))
-register(Component("beam", "decoder", beam, {"num_beams": 5}, "beam search"))
-register(Component("sample", "decoder", sample, {"temperature": 1.0, "top_p": 0.9, "seed": 0}, "nucleus sampling"))
+register(Component("greedy", "decoder", greedy, {}, "standard", description="greedy decoding: the most likely token"))
+register(Component("beam", "decoder", beam, {"num_beams": 5}, "standard",
+                   description="beam search (5 beams as in the CHAIR tables of OPERA, VCD and EAH)"))
+register(Component("sample", "decoder", sample, {"temperature": 1.0, "top_p": 0.9, "seed": 0},
+                   "Holtzman et al., The Curious Case of Neural Text Degeneration, ICLR 2020",
+                   description="nucleus (top-p) sampling, seeded per batch so resumed runs repeat"))
 register(Component(
     "eah", "intervention", eah,
     {"layer": None, "threshold": None, "relative_threshold": None, "normalizer": None, "head": "densest",
      "decode": "off", "preset": None, "seed": 0},
     "Zhang et al., Seeing Clearly by Layer Two: Enhancing Attention Heads to Alleviate Hallucination in LVLMs, "
     "arXiv:2411.09968",
+    description="EAH: broadcast the shallow-layer head with the most vision sinks to every head of that layer "
+                "(defaults None: layer 1, threshold 8e-4, causal normalizer, as the paper preset)",
 ))
-register(Component("ablate", "intervention", ablate, {"heads": {}, "mode": "zero"},
-                   "head ablation at the input of the attention output projection (zero or mean)"))
+register(Component("ablate", "intervention", ablate, {"heads": {}, "mode": "zero"}, "analysis tool",
+                   description="zero- or mean-ablate heads ({layer: [head, ...]}) at the input of the attention "
+                               "output projection"))

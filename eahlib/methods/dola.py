@@ -180,4 +180,6 @@ def dola(
 register(Component(
     "dola", "decoder", dola, {"layers": "low", "relative_top": 0.1, "repetition_penalty": 1.2},
     "Chuang et al., DoLa: Decoding by Contrasting Layers Improves Factuality in Large Language Models, ICLR 2024",
+    description="DoLa: contrast the final layer with the premature layer of largest Jensen-Shannon divergence, "
+                "with a relative-top mask and a repetition penalty",
 ))

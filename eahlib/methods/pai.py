@@ -189,4 +189,6 @@ register(Component(
     {"alpha": 0.2, "gamma": 1.1, "beta": 0.1, "start_layer": 2, "end_layer": None},
     "Liu et al., Paying More Attention to Image: A Training-Free Method for Alleviating Hallucination in LVLMs, "
     "ECCV 2024",
+    description="PAI: boost attention to image tokens by alpha in layers [start_layer, end_layer), then guide "
+                "the logits away from the text-only prompt (gamma), with a plausibility cutoff (beta)",
 ))

@@ -37,6 +37,7 @@ class Component:
         defaults: published default parameters.
         reference: the paper, for the record.
         composes_with: decoders an intervention may be combined with (``None``: all).
+        description: one line on what it does, shown by ``python -m eahlib.bench methods`` and ``--help``.
     """
 
     name: str
@@ -45,6 +46,7 @@ class Component:
     defaults: Mapping[str, Any]
     reference: str
     composes_with: tuple[str, ...] | None = None
+    description: str = ""
 
 
 COMPONENTS: dict[str, Component] = {}
@@ -53,6 +55,13 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "eahlib.methods.builtin", "eahlib.methods.pai", "eahlib.methods.vcd", "eahlib.methods.dola",
 )
 """Modules that register the shipped components when imported (one module per method)."""
+
+
+def components() -> dict[str, Component]:
+    """Every registered component by name, after importing the shipped ones."""
+    for module in BUILTIN_MODULES:
+        importlib.import_module(module)
+    return COMPONENTS
 
 
 def register(component: Component) -> Component:
@@ -117,13 +126,18 @@ def resolve_method(spec: str, params: Mapping[str, Mapping[str, Any]] | None = N
     Returns:
         The resolved method.
     """
-    for module in BUILTIN_MODULES:
-        importlib.import_module(module)
+    known = components()
     params = dict(params or {})
     names = [n.strip() for n in spec.split("+") if n.strip()]
-    unknown = [n for n in names if n not in COMPONENTS]
+    unknown = [n for n in names if n not in known]
     if not names or unknown:
-        raise ValueError(f"Unknown method {spec!r}: {unknown or 'empty'}; known components: {sorted(COMPONENTS)}.")
+        decoders = sorted(n for n, c in known.items() if c.kind == "decoder")
+        interventions = sorted(n for n, c in known.items() if c.kind == "intervention")
+        raise ValueError(
+            f"Unknown method {spec!r}: {unknown or 'empty'}. A method is a decoder {decoders}, optionally "
+            f"joined with '+' to an intervention {interventions} (e.g. 'eah+beam'); "
+            "`python -m eahlib.bench methods` describes each."
+        )
     parts = [COMPONENTS[n] for n in names]
     decoders = [c for c in parts if c.kind == "decoder"]
     interventions = [c for c in parts if c.kind == "intervention"]

@@ -114,4 +114,6 @@ register(Component(
     "vcd", "decoder", vcd, {"alpha": 1.0, "beta": 0.1, "noise_step": 500, "seed": 0},
     "Leng et al., Mitigating Object Hallucinations in Large Vision-Language Models through Visual Contrastive "
     "Decoding, CVPR 2024",
+    description="VCD: contrast the logits on the image with those on a diffusion-noised image (alpha), "
+                "with an adaptive plausibility cutoff (beta)",
 ))
