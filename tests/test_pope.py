@@ -1,4 +1,4 @@
-"""POPE answer parsing and metrics equal the four public scorers on the parser fixture; question loading.
+"""POPE answer parsing and metrics equal the five public scorers on the parser fixture; question loading.
 
 The parser fixture lives in ``tests/fixtures``; question files come from the data registry.
 """
@@ -20,6 +20,7 @@ REFERENCE_NAMES = {
     "llava": "llava_eval_pope",
     "opera": "opera_recorder",
     "vcd": "vcd_eval_pope",
+    "lmms": "lmms_eval_pope",
 }
 QUESTION_FILES = [
     *sorted(
@@ -53,6 +54,13 @@ def test_scorers_equal_their_reference(scorer: str, labels_and_answers: tuple[li
         name.lower(): metrics[name.lower()] for name in reference["metrics"]
     }
     assert metrics["yes_ratio"] == predictions.count("yes") / len(predictions)
+
+
+def test_lmms_scorer_is_right_exactly_where_lmms_eval_scores_one(labels_and_answers: tuple[list[str], list[str]]) -> None:
+    labels, answers = labels_and_answers
+    reference = json.loads((PARSER_FIXTURE / "reference_scores.json").read_text())["lmms_eval_pope"]["per_item_score"]
+    assert [float(pope_answer(a, "lmms") == label) for a, label in zip(answers, labels)] == reference
+    assert {pope_answer(a, "lmms") for a in answers} == {"yes", "no", "other"}
 
 
 def test_vcd_needs_the_label() -> None:

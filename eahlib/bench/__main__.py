@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     pope.add_argument("--questions-version", default="coco", help="POPE version in the data registry")
     pope.add_argument("--questions", type=Path, help="a question file (overrides --questions-version; one split)")
     pope.add_argument("--max-new-tokens", type=int, default=POPE_MAX_NEW_TOKENS)
-    pope.add_argument("--scorer", default="pope", help="answer parser: pope (reference), llava, opera, vcd")
+    pope.add_argument("--scorer", default="pope", help="answer parser: pope (reference), llava, opera, vcd, lmms")
 
     table = commands.add_parser("table", help="methods x metrics table of a results folder")
     table.add_argument("--results", required=True, type=Path)

@@ -13,6 +13,10 @@ answers; they are available by name:
   "yes" iff its lower-cased text contains the substring ``yes``; for a "no" question it is "no" iff
   the text contains ``no`` (so ``"Nope"``, ``"not"``, ``"unknown"`` count as "no"). Its predictions
   therefore need the labels.
+* ``"lmms"``: lmms-eval's ``tasks/pope/utils.py``: the lower-cased, stripped answer must be exactly
+  ``yes`` or ``no``; anything else (``"Yes."``, ``"Yes, there is"``) is neither, so it is wrong and counts
+  as neither a positive nor a negative prediction. (lmms-eval's own ``pope_yes_ratio`` is the share of
+  "yes" *labels*; here ``yes_ratio`` stays the share of "yes" predictions.)
 """
 
 from __future__ import annotations
@@ -23,9 +27,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-Answer = Literal["yes", "no"]
+Answer = Literal["yes", "no", "other"]
 
-POPE_SCORERS = ("pope", "llava", "opera", "vcd")
+POPE_SCORERS = ("pope", "llava", "opera", "vcd", "lmms")
 QUESTION_KEYS = ("question_id", "image", "text", "label")
 _LABELS = ("yes", "no")
 
@@ -41,6 +45,11 @@ def _opera_parser(text: str) -> Answer:
     return "no" if negative else "yes"
 
 
+def _lmms_parser(text: str) -> Answer:
+    lowered = text.lower().strip()
+    return "yes" if lowered == "yes" else "no" if lowered == "no" else "other"
+
+
 def _vcd_parser(text: str, label: str) -> Answer:
     lowered = text.lower().strip()
     if label == "yes":
@@ -52,6 +61,7 @@ _LABEL_FREE_PARSERS: dict[str, Callable[[str], Answer]] = {
     "pope": _pope_parser,
     "llava": _pope_parser,
     "opera": _opera_parser,
+    "lmms": _lmms_parser,
 }
 
 
@@ -60,11 +70,11 @@ def pope_answer(text: str, scorer: str = "pope", label: str | None = None) -> An
 
     Args:
         text: the model's answer.
-        scorer: ``"pope"`` (reference), ``"llava"``, ``"opera"`` or ``"vcd"`` (see the module docstring).
+        scorer: ``"pope"`` (reference), ``"llava"``, ``"opera"``, ``"vcd"`` or ``"lmms"`` (see the module docstring).
         label: the question's label, needed (only) by ``"vcd"``, whose decision depends on it.
 
     Returns:
-        ``"yes"`` or ``"no"``.
+        ``"yes"`` or ``"no"``; with ``"lmms"`` also ``"other"`` (an answer that is neither, always wrong).
     """
     _check_scorer(scorer)
     if not isinstance(text, str):

@@ -132,7 +132,8 @@ def _batches(items: Sequence[Item], size: int) -> Iterator[list[Item]]:
         yield list(items[start:start + size])
 
 
-def _decode(processor: Any, tokens: torch.Tensor) -> list[str]:
+def decode_new_tokens(processor: Any, tokens: torch.Tensor) -> list[str]:
+    """Generated tokens as text, special tokens dropped, stripped."""
     return [text.strip() for text in processor.batch_decode(tokens, skip_special_tokens=True)]
 
 
@@ -180,7 +181,8 @@ def generate_records(
             prompts = [chat_prompt(processor, item.question) for item in batch]
             inputs = encode_batch(model, processor, [item.image for item in batch], prompts)
             generation = method.generate(model, inputs, max_new_tokens)
-            for item, prompt, text, extra in zip(batch, prompts, _decode(processor, generation.tokens), generation.extras):
+            texts = decode_new_tokens(processor, generation.tokens)
+            for item, prompt, text, extra in zip(batch, prompts, texts, generation.extras):
                 record = {"item_id": item.item_id, **item.fields, "prompt": prompt, "output": text,
                           "method": method.name, "config_hash": run_hash, **extra}
                 sink.write(json.dumps(record) + "\n")
@@ -210,8 +212,10 @@ def _merge_shards(output: Path, shard: Shard, run_hash: str) -> None:
 def chair_items(image_dir: str | os.PathLike, n_images: int = 500, seed: int = 42, prompt: str = CHAIR_PROMPT) -> list[Item]:
     """The CHAIR protocol's items: ``n_images`` images sampled with ``seed`` from a COCO folder.
 
-    Images are listed in sorted name order before sampling, so the sample depends only on the
-    folder's content and the seed.
+    As OPERA's ``chair_eval.py`` (forked by EAH's code) samples them: the image files shuffled
+    by ``random.shuffle`` after ``random.seed(seed)``, the first ``n_images`` kept. The files are
+    listed in sorted name order first (released: ``os.listdir`` order, which depends on the
+    file system), so the sample depends only on the folder's content and the seed.
     """
     folder = Path(image_dir).expanduser()
     if not folder.is_dir():
@@ -219,7 +223,8 @@ def chair_items(image_dir: str | os.PathLike, n_images: int = 500, seed: int = 4
     names = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if len(names) < n_images:
         raise ValueError(f"{folder} holds {len(names)} images, fewer than n_images={n_images}.")
-    chosen = random.Random(seed).sample(names, n_images)
+    random.Random(seed).shuffle(names)
+    chosen = names[:n_images]
     paths = resolve_coco_images(folder, chosen)
     return [Item(str(coco_image_id(p.name)), p, prompt, {"image_id": coco_image_id(p.name), "image": p.name})
             for p in paths]

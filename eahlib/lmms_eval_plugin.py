@@ -1,0 +1,268 @@
+"""eahlib inside lmms-eval: a model plugin (entry point ``lmms_eval.models``: ``eahlib``, see :func:`manifest`).
+
+Every registered eahlib method runs on every model ``eahlib.load_model`` loads, under lmms-eval's
+tasks, batching and multi-GPU sharding::
+
+    lmms-eval --model eahlib --model_args pretrained=llava-hf/llava-1.5-7b-hf,method=eah,eah.layer=1 \\
+        --tasks pope --batch_size 8 --log_samples --output_path results/
+
+``model_args`` are ``pretrained`` (a hub checkpoint, a local path, or ``organism``/``tiny-random-llava``),
+``method`` (``greedy``, ``eah``, ``eah+beam``...), ``dtype``, ``attn_implementation``, ``records`` and
+any ``COMPONENT.NAME=VALUE`` method parameter (values read as JSON where possible, as in
+``python -m eahlib.bench --param``). The method and its parameters are checked against eahlib's registry
+before a model is loaded. The method decides the decoding; the task's ``max_new_tokens`` and ``until``
+apply. Per sample, the output and what the method records (the EAH head) go to a sidecar
+``eahlib_<method>_<hash>[.rank<k>].jsonl`` with a ``.config.json`` of every parameter in effect, in
+``records`` (default: lmms-eval's ``--output_path``, else ``./eahlib_records``). Under
+``accelerate launch`` each process holds one model copy on its own GPU; lmms-eval shards the documents.
+
+:func:`write_pope_task` turns any POPE question file and its image folder into a local lmms-eval task
+scored by lmms-eval's own POPE functions, so lmms-eval's numbers can be compared with eahlib's runner
+(scorer ``lmms``) on the same questions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from lmms_eval.api.instance import Instance
+from lmms_eval.api.model import lmms
+from loguru import logger
+from PIL import Image
+
+from eahlib.bench.__main__ import parse_params
+from eahlib.bench.pope import load_pope_questions
+from eahlib.bench.runner import POPE_MAX_NEW_TOKENS, chat_prompt, config_hash, decode_new_tokens, encode_batch
+from eahlib.methods import Method, resolve_method
+from eahlib.models import load_model
+
+DEFAULT_MAX_NEW_TOKENS = 1024
+"""Used when a task sets no ``max_new_tokens`` (lmms-eval's own models use the same default)."""
+
+
+class EahlibLMM(lmms):
+    """An eahlib model and method as an lmms-eval "simple" model (one image + text per request)."""
+
+    is_simple = True
+
+    def __init__(
+        self,
+        pretrained: str | None = None,
+        method: str = "greedy",
+        batch_size: int | str = 1,
+        max_batch_size: int | None = None,
+        device: str | None = None,
+        dtype: str = "auto",
+        attn_implementation: str = "sdpa",
+        records: str | None = None,
+        **method_params: Any,
+    ) -> None:
+        super().__init__()
+        self.method = _resolve(method, method_params)
+        if pretrained is None:
+            raise ValueError("model_args needs pretrained=..., e.g. pretrained=llava-hf/llava-1.5-7b-hf or pretrained=organism.")
+        if dtype != "auto" and not isinstance(getattr(torch, str(dtype), None), torch.dtype):
+            raise ValueError(f"dtype={dtype!r} is not a torch dtype; use auto, bfloat16, float16 or float32.")
+        if not str(batch_size).isdigit() or int(batch_size) < 1:
+            raise ValueError(f"batch_size={batch_size!r}: give a positive integer (auto batch sizes are not supported).")
+        self.batch_size_per_gpu = int(batch_size)
+        self.accelerator = Accelerator()
+        self._rank, self._world_size = self.accelerator.process_index, self.accelerator.num_processes
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if self._world_size > 1 and device == "cuda":
+            device = f"cuda:{self.accelerator.local_process_index}"
+        self.pretrained = pretrained
+        self.model, self.processor = load_model(pretrained, dtype=dtype, device_map=device,
+                                                attn_implementation=attn_implementation)
+        self.config = {"pretrained": pretrained, **self.method.settings(), "dtype": str(dtype),
+                       "attn_implementation": attn_implementation, "batch_size": self.batch_size_per_gpu,
+                       "world_size": self._world_size}
+        self.config_hash = config_hash(self.config)
+        self.records = _records_file(records, self.method, self.config_hash, self._rank, self._world_size)
+        self.records.parent.mkdir(parents=True, exist_ok=True)
+        self.records.write_text("", encoding="utf-8")
+        self.records.with_name(f"{self.records.name.split('.')[0]}.config.json").write_text(
+            json.dumps({"config_hash": self.config_hash, **self.config}, indent=2, default=str), encoding="utf-8"
+        )
+        logger.info(f"eahlib: {self.method.name} on {pretrained}; per-sample records in {self.records}")
+
+    @property
+    def batch_size(self) -> int:
+        return self.batch_size_per_gpu
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def generate_until(self, requests: list[Instance]) -> list[str]:
+        """Answer each request with the method, in batches of requests sharing a generation setting."""
+        answers = [""] * len(requests)
+        groups: dict[str, list[int]] = {}
+        for index, request in enumerate(requests):
+            groups.setdefault(json.dumps(_generation_setting(request.args[1]), sort_keys=True), []).append(index)
+        for setting, indices in groups.items():
+            max_new_tokens, until = json.loads(setting)
+            for start in range(0, len(indices), self.batch_size_per_gpu):
+                batch = indices[start:start + self.batch_size_per_gpu]
+                for index, answer in zip(batch, self._answer([requests[i] for i in batch], max_new_tokens, until)):
+                    answers[index] = answer
+        return answers
+
+    def _answer(self, requests: list[Instance], max_new_tokens: int, until: list[str]) -> list[str]:
+        images, prompts, docs = [], [], []
+        for request in requests:
+            context, _, doc_to_visual, doc_id, task, split = request.args
+            visuals = doc_to_visual(self.task_dict[task][split][doc_id])
+            if len(visuals) != 1 or not isinstance(visuals[0], Image.Image):
+                raise ValueError(f"eahlib answers with one image per question; task {task!r} doc {doc_id} gives "
+                                 f"{len(visuals)} visual(s) of type {sorted({type(v).__name__ for v in visuals})}.")
+            images.append(visuals[0])
+            prompts.append(chat_prompt(self.processor, context))
+            docs.append({"task": task, "split": split, "doc_id": doc_id})
+        inputs = encode_batch(self.model, self.processor, images, prompts)
+        generation = self.method.generate(self.model, inputs, max_new_tokens)
+        answers = [_cut(text, until) for text in decode_new_tokens(self.processor, generation.tokens)]
+        with self.records.open("a", encoding="utf-8") as sink:
+            for doc, prompt, answer, extra in zip(docs, prompts, answers, generation.extras):
+                sink.write(json.dumps({**doc, "prompt": prompt, "output": answer, "method": self.method.name,
+                                       "config_hash": self.config_hash, **extra}) + "\n")
+        return answers
+
+    def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
+        raise NotImplementedError(
+            "eahlib's lmms-eval model generates answers (generate_until tasks such as pope); it does not score "
+            "loglikelihood requests."
+        )
+
+    def generate_until_multi_round(self, requests: list[Instance]) -> list[str]:
+        raise NotImplementedError("eahlib's lmms-eval model answers single-round tasks only (generate_until).")
+
+
+def manifest() -> Any:
+    """The ``lmms_eval.models`` entry point: registers ``--model eahlib``.
+
+    A function, not a module-level ``ModelManifest``: importing ``lmms_eval.models`` loads every entry
+    point, so a module that imported it at the top would be loaded half-initialised when it is itself
+    imported first (e.g. for :func:`write_pope_task`).
+    """
+    from lmms_eval.models.registry_v2 import ModelManifest
+
+    return ModelManifest(model_id="eahlib", simple_class_path="eahlib.lmms_eval_plugin.EahlibLMM")
+
+
+def _resolve(spec: str, given: dict[str, Any]) -> Method:
+    """The method from ``method=`` and the ``COMPONENT.NAME=VALUE`` model_args; unknown names rejected."""
+    unknown = sorted(key for key in given if "." not in key)
+    if unknown:
+        raise ValueError(
+            f"Unknown model_args {unknown} for --model eahlib; it takes pretrained, method, batch_size, device, "
+            "dtype, attn_implementation, records and COMPONENT.NAME=VALUE method parameters (e.g. eah.layer=1)."
+        )
+    pairs = [f"{key}={value if isinstance(value, str) else json.dumps(value)}" for key, value in given.items()]
+    return resolve_method(spec, parse_params(pairs))
+
+
+def _generation_setting(kwargs: dict[str, Any]) -> tuple[int, list[str]]:
+    """``(max_new_tokens, until)`` of a request's generation kwargs; the method decides the decoding."""
+    if kwargs.get("do_sample") or float(kwargs.get("temperature") or 0) > 0 or int(kwargs.get("num_beams") or 1) > 1:
+        logger.warning(f"eahlib: the task asks for {kwargs}; the eahlib method decides the decoding instead.")
+    until = kwargs.get("until") or []
+    return int(kwargs.get("max_new_tokens") or DEFAULT_MAX_NEW_TOKENS), [until] if isinstance(until, str) else list(until)
+
+
+def _cut(text: str, until: Sequence[str]) -> str:
+    """``text`` up to the first stop string (lmms-eval's ``until``), stripped."""
+    for stop in until:
+        if stop:
+            text = text.split(stop)[0]
+    return text.strip()
+
+
+def _records_file(records: str | None, method: Method, run_hash: str, rank: int, world_size: int) -> Path:
+    if records is None:
+        parser = argparse.ArgumentParser(add_help=False)
+        parser.add_argument("--output_path")
+        records = parser.parse_known_args(sys.argv[1:])[0].output_path or "eahlib_records"
+    suffix = f".rank{rank}" if world_size > 1 else ""
+    return Path(records) / f"eahlib_{method.name.replace('+', '-')}_{run_hash}{suffix}.jsonl"
+
+
+def pope_doc_to_visual(doc: dict[str, Any]) -> list[Image.Image]:
+    """The image of a document written by :func:`write_pope_task`."""
+    return [Image.open(doc["image_path"]).convert("RGB")]
+
+
+POPE_METRICS = ("pope_accuracy", "pope_precision", "pope_recall", "pope_f1_score", "pope_yes_ratio")
+_POPE_AGGREGATIONS = {"pope_accuracy": "accuracy", "pope_precision": "precision", "pope_recall": "recall",
+                      "pope_f1_score": "f1_score", "pope_yes_ratio": "yes_ratio"}
+
+
+def write_pope_task(
+    questions: str | os.PathLike,
+    image_dir: str | os.PathLike,
+    folder: str | os.PathLike,
+    name: str,
+    max_new_tokens: int = POPE_MAX_NEW_TOKENS,
+    post_prompt: str = "",
+) -> Path:
+    """Write a local lmms-eval task (for ``--include_path folder --tasks name``) of one POPE question file.
+
+    The documents are the questions with their image files; the prompt is the question (plus
+    ``post_prompt``); scoring is lmms-eval's ``lmms_eval.tasks.pope.utils`` (exact match of the
+    lower-cased, stripped answer), so eahlib's runner with ``max_new_tokens`` and scorer ``lmms``
+    reproduces the number. lmms-eval's own ``pope`` task uses ``max_new_tokens=128`` and
+    ``post_prompt="\\nAnswer the question using a single word or phrase."``.
+
+    Args:
+        questions: a POPE question file (see :func:`eahlib.bench.load_pope_questions`).
+        image_dir: the folder of its images.
+        folder: where the task's YAML and JSONL go.
+        name: the task name.
+        max_new_tokens: generation limit (10 in the papers' protocol).
+        post_prompt: text appended to each question.
+
+    Returns:
+        The task's YAML file.
+    """
+    records = load_pope_questions(questions)
+    image_dir = Path(image_dir).expanduser().resolve()
+    missing = [r["image"] for r in records if not (image_dir / r["image"]).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} image(s) of {questions} are not in {image_dir}, e.g. {missing[:3]}.")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    data = (folder / f"{name}.jsonl").resolve()
+    data.write_text("".join(json.dumps({
+        "question_id": r["question_id"], "image": r["image"], "image_path": str(image_dir / r["image"]),
+        "question": r["text"], "answer": r["label"],
+    }) + "\n" for r in records), encoding="utf-8")
+    pope = "lmms_eval.tasks.pope.utils"
+    metrics = "".join(f"  - metric: {metric}\n    aggregation: !function {pope}.pope_aggregate_{_POPE_AGGREGATIONS[metric]}\n"
+                      "    higher_is_better: true\n" for metric in POPE_METRICS)
+    yaml_file = folder / f"{name}.yaml"
+    yaml_file.write_text(
+        f"# Written by eahlib.lmms_eval_plugin.write_pope_task from {json.dumps(str(questions))}.\n"
+        f"task: {json.dumps(name)}\n"
+        "dataset_path: json\n"
+        f"dataset_kwargs:\n  data_files:\n    test: {json.dumps(str(data))}\n"
+        "test_split: test\n"
+        "output_type: generate_until\n"
+        "doc_to_visual: !function eahlib.lmms_eval_plugin.pope_doc_to_visual\n"
+        f"doc_to_text: !function {pope}.pope_doc_to_text\n"
+        "doc_to_target: answer\n"
+        f"generation_kwargs:\n  max_new_tokens: {int(max_new_tokens)}\n  temperature: 0\n  num_beams: 1\n  do_sample: false\n"
+        f"process_results: !function {pope}.pope_process_results\n"
+        f"metric_list:\n{metrics}"
+        f"lmms_eval_specific_kwargs:\n  default:\n    pre_prompt: \"\"\n    post_prompt: {json.dumps(post_prompt)}\n"
+        "metadata:\n  - version: 0.0\n",
+        encoding="utf-8",
+    )
+    return yaml_file
