@@ -1,31 +1,9 @@
-"""eahlib inside lmms-eval: a model plugin (entry point ``lmms_eval.models``: ``eahlib``, see :func:`manifest`).
-
-Every registered eahlib method runs on every model ``eahlib.load_model`` loads, under lmms-eval's
-tasks, batching and multi-GPU sharding::
-
-    lmms-eval --model eahlib --model_args pretrained=llava-hf/llava-1.5-7b-hf,method=eah,eah.layer=1 \\
-        --tasks pope --batch_size 8 --log_samples --output_path results/
-
-``model_args`` are ``pretrained`` (a hub checkpoint, a local path, or ``organism``/``tiny-random-llava``),
-``method`` (``greedy``, ``eah``, ``eah+beam``...), ``dtype``, ``attn_implementation``, ``records`` and
-any ``COMPONENT.NAME=VALUE`` method parameter (values read as JSON where possible, as in
-``python -m eahlib.bench --param``). The method and its parameters are checked against eahlib's registry
-before a model is loaded. The method decides the decoding; the task's ``max_new_tokens`` and ``until``
-apply. Per sample, the output and what the method records (the EAH head) go to a sidecar
-``eahlib_<method>_<hash>[.rank<k>].jsonl`` with a ``.config.json`` of every parameter in effect, in
-``records`` (default: lmms-eval's ``--output_path``, else ``./eahlib_records``). Under
-``accelerate launch`` each process holds one model copy on its own GPU; lmms-eval shards the documents.
-
-:func:`write_pope_task` turns any POPE question file and its image folder into a local lmms-eval task
-scored by lmms-eval's own POPE functions, so lmms-eval's numbers can be compared with eahlib's runner
-(scorer ``lmms``) on the same questions.
-"""
+"""The lmms-eval model class: an eahlib model and method behind lmms-eval's ``lmms`` interface."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,8 +17,7 @@ from loguru import logger
 from PIL import Image
 
 from eahlib.bench.__main__ import parse_params
-from eahlib.bench.pope import load_pope_questions
-from eahlib.bench.runner import POPE_MAX_NEW_TOKENS, chat_prompt, config_hash, decode_new_tokens, encode_batch
+from eahlib.bench.runner import chat_prompt, config_hash, decode_new_tokens, encode_batch
 from eahlib.methods import Method, resolve_method
 from eahlib.models import load_model
 
@@ -146,18 +123,6 @@ class EahlibLMM(lmms):
         raise NotImplementedError("eahlib's lmms-eval model answers single-round tasks only (generate_until).")
 
 
-def manifest() -> Any:
-    """The ``lmms_eval.models`` entry point: registers ``--model eahlib``.
-
-    A function, not a module-level ``ModelManifest``: importing ``lmms_eval.models`` loads every entry
-    point, so a module that imported it at the top would be loaded half-initialised when it is itself
-    imported first (e.g. for :func:`write_pope_task`).
-    """
-    from lmms_eval.models.registry_v2 import ModelManifest
-
-    return ModelManifest(model_id="eahlib", simple_class_path="eahlib.lmms_eval_plugin.EahlibLMM")
-
-
 def _resolve(spec: str, given: dict[str, Any]) -> Method:
     """The method from ``method=`` and the ``COMPONENT.NAME=VALUE`` model_args; unknown names rejected."""
     unknown = sorted(key for key in given if "." not in key)
@@ -193,76 +158,3 @@ def _records_file(records: str | None, method: Method, run_hash: str, rank: int,
         records = parser.parse_known_args(sys.argv[1:])[0].output_path or "eahlib_records"
     suffix = f".rank{rank}" if world_size > 1 else ""
     return Path(records) / f"eahlib_{method.name.replace('+', '-')}_{run_hash}{suffix}.jsonl"
-
-
-def pope_doc_to_visual(doc: dict[str, Any]) -> list[Image.Image]:
-    """The image of a document written by :func:`write_pope_task`."""
-    return [Image.open(doc["image_path"]).convert("RGB")]
-
-
-POPE_METRICS = ("pope_accuracy", "pope_precision", "pope_recall", "pope_f1_score", "pope_yes_ratio")
-_POPE_AGGREGATIONS = {"pope_accuracy": "accuracy", "pope_precision": "precision", "pope_recall": "recall",
-                      "pope_f1_score": "f1_score", "pope_yes_ratio": "yes_ratio"}
-
-
-def write_pope_task(
-    questions: str | os.PathLike,
-    image_dir: str | os.PathLike,
-    folder: str | os.PathLike,
-    name: str,
-    max_new_tokens: int = POPE_MAX_NEW_TOKENS,
-    post_prompt: str = "",
-) -> Path:
-    """Write a local lmms-eval task (for ``--include_path folder --tasks name``) of one POPE question file.
-
-    The documents are the questions with their image files; the prompt is the question (plus
-    ``post_prompt``); scoring is lmms-eval's ``lmms_eval.tasks.pope.utils`` (exact match of the
-    lower-cased, stripped answer), so eahlib's runner with ``max_new_tokens`` and scorer ``lmms``
-    reproduces the number. lmms-eval's own ``pope`` task uses ``max_new_tokens=128`` and
-    ``post_prompt="\\nAnswer the question using a single word or phrase."``.
-
-    Args:
-        questions: a POPE question file (see :func:`eahlib.bench.load_pope_questions`).
-        image_dir: the folder of its images.
-        folder: where the task's YAML and JSONL go.
-        name: the task name.
-        max_new_tokens: generation limit (10 in the papers' protocol).
-        post_prompt: text appended to each question.
-
-    Returns:
-        The task's YAML file.
-    """
-    records = load_pope_questions(questions)
-    image_dir = Path(image_dir).expanduser().resolve()
-    missing = [r["image"] for r in records if not (image_dir / r["image"]).is_file()]
-    if missing:
-        raise FileNotFoundError(f"{len(missing)} image(s) of {questions} are not in {image_dir}, e.g. {missing[:3]}.")
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    data = (folder / f"{name}.jsonl").resolve()
-    data.write_text("".join(json.dumps({
-        "question_id": r["question_id"], "image": r["image"], "image_path": str(image_dir / r["image"]),
-        "question": r["text"], "answer": r["label"],
-    }) + "\n" for r in records), encoding="utf-8")
-    pope = "lmms_eval.tasks.pope.utils"
-    metrics = "".join(f"  - metric: {metric}\n    aggregation: !function {pope}.pope_aggregate_{_POPE_AGGREGATIONS[metric]}\n"
-                      "    higher_is_better: true\n" for metric in POPE_METRICS)
-    yaml_file = folder / f"{name}.yaml"
-    yaml_file.write_text(
-        f"# Written by eahlib.lmms_eval_plugin.write_pope_task from {json.dumps(str(questions))}.\n"
-        f"task: {json.dumps(name)}\n"
-        "dataset_path: json\n"
-        f"dataset_kwargs:\n  data_files:\n    test: {json.dumps(str(data))}\n"
-        "test_split: test\n"
-        "output_type: generate_until\n"
-        "doc_to_visual: !function eahlib.lmms_eval_plugin.pope_doc_to_visual\n"
-        f"doc_to_text: !function {pope}.pope_doc_to_text\n"
-        "doc_to_target: answer\n"
-        f"generation_kwargs:\n  max_new_tokens: {int(max_new_tokens)}\n  temperature: 0\n  num_beams: 1\n  do_sample: false\n"
-        f"process_results: !function {pope}.pope_process_results\n"
-        f"metric_list:\n{metrics}"
-        f"lmms_eval_specific_kwargs:\n  default:\n    pre_prompt: \"\"\n    post_prompt: {json.dumps(post_prompt)}\n"
-        "metadata:\n  - version: 0.0\n",
-        encoding="utf-8",
-    )
-    return yaml_file
