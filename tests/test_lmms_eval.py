@@ -159,3 +159,22 @@ def test_bad_model_args_are_refused_before_any_model_loads(pope_task: dict[str, 
     assert "['eah']" in errors["component"]
     assert "['temprature']" in errors["model_arg"] and "pretrained, method" in errors["model_arg"]
     assert "float99" in errors["dtype"]
+
+
+def test_two_processes_split_the_questions_and_agree_with_one(lmms_run: dict[str, Any], pope_task: dict[str, Path]) -> None:
+    """``torchrun`` with two CPU processes (gloo) stands in for ``accelerate launch`` on two GPUs."""
+    out = pope_task["root"] / "out_two"
+    command = [str(lmms_venv_bin("python")), "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "lmms_eval",
+               "--model", "eahlib", "--model_args", MODEL_ARGS, "--tasks", TASK, "--include_path", str(pope_task["tasks"]),
+               "--batch_size", str(BATCH_SIZE), "--log_samples", "--output_path", str(out), "--verbosity", "WARNING"]
+    done = subprocess.run(command, env={**offline_env(pope_task["root"]), "ACCELERATE_USE_CPU": "1"},
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    shards = [read_records(path) for path in sorted(out.glob("eahlib_eah-greedy_*.rank*.jsonl"))]
+    assert len(shards) == 2 and all(shards), "each process answers its own share"
+    assert {r["doc_id"] for r in shards[0]}.isdisjoint(r["doc_id"] for r in shards[1])
+    merged = sorted((r for shard in shards for r in shard), key=lambda r: r["doc_id"])
+    assert [(r["doc_id"], r["output"], r["eah_head"]) for r in merged] == [
+        (r["doc_id"], r["output"], r["eah_head"]) for r in lmms_run["records"]]
+    results = json.loads(next(out.glob("*/*_results.json")).read_text())["results"][TASK]
+    assert results["pope_accuracy,none"] == lmms_run["results"]["pope_accuracy,none"]
