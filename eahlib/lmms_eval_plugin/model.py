@@ -26,7 +26,20 @@ DEFAULT_MAX_NEW_TOKENS = 1024
 
 
 class EahlibLMM(lmms):
-    """An eahlib model and method as an lmms-eval "simple" model (one image + text per request)."""
+    """An eahlib model and method as an lmms-eval "simple" model (one image + text per request).
+
+    Args:
+        pretrained: what :func:`eahlib.load_model` loads (hub checkpoint, local path, ``organism``).
+        method: an eahlib method spec (``greedy``, ``eah``, ``eah+beam``...).
+        batch_size: requests per batched, left-padded generate call (lmms-eval's ``--batch_size``).
+        max_batch_size: passed by lmms-eval for ``--batch_size auto``, which is not supported.
+        device: ``cuda``/``cpu``/``cuda:1`` (default: ``cuda`` when available); with several processes
+            ``cuda`` means each process's own GPU.
+        dtype: ``auto`` or a torch dtype name.
+        attn_implementation: the attention of the layers the method does not touch.
+        records: folder of the sidecar records (default: ``--output_path``, else ``./eahlib_records``).
+        **method_params: ``COMPONENT.NAME=VALUE`` method parameters, e.g. ``eah.layer=1``.
+    """
 
     is_simple = True
 
@@ -56,7 +69,6 @@ class EahlibLMM(lmms):
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if self._world_size > 1 and device == "cuda":
             device = f"cuda:{self.accelerator.local_process_index}"
-        self.pretrained = pretrained
         self.model, self.processor = load_model(pretrained, dtype=dtype, device_map=device,
                                                 attn_implementation=attn_implementation)
         self.config = {"pretrained": pretrained, **self.method.settings(), "dtype": str(dtype),
@@ -83,6 +95,10 @@ class EahlibLMM(lmms):
         """Answer each request with the method, in batches of requests sharing a generation setting."""
         answers = [""] * len(requests)
         groups: dict[str, list[int]] = {}
+        overridden = sorted({json.dumps(r.args[1], sort_keys=True, default=str)
+                             for r in requests if _samples_or_beams(r.args[1])})
+        if overridden:
+            logger.warning(f"eahlib: the task asks for {overridden}; the eahlib method {self.method.name} decides the decoding.")
         for index, request in enumerate(requests):
             groups.setdefault(json.dumps(_generation_setting(request.args[1]), sort_keys=True), []).append(index)
         for setting, indices in groups.items():
@@ -135,10 +151,12 @@ def _resolve(spec: str, given: dict[str, Any]) -> Method:
     return resolve_method(spec, parse_params(pairs))
 
 
+def _samples_or_beams(kwargs: dict[str, Any]) -> bool:
+    return bool(kwargs.get("do_sample")) or float(kwargs.get("temperature") or 0) > 0 or int(kwargs.get("num_beams") or 1) > 1
+
+
 def _generation_setting(kwargs: dict[str, Any]) -> tuple[int, list[str]]:
     """``(max_new_tokens, until)`` of a request's generation kwargs; the method decides the decoding."""
-    if kwargs.get("do_sample") or float(kwargs.get("temperature") or 0) > 0 or int(kwargs.get("num_beams") or 1) > 1:
-        logger.warning(f"eahlib: the task asks for {kwargs}; the eahlib method decides the decoding instead.")
     until = kwargs.get("until") or []
     return int(kwargs.get("max_new_tokens") or DEFAULT_MAX_NEW_TOKENS), [until] if isinstance(until, str) else list(until)
 
