@@ -97,7 +97,7 @@ def pope_metrics(labels: Sequence[str], answers: Sequence[str], scorer: str = "p
     Returns:
         ``accuracy``, ``precision``, ``recall``, ``f1``, ``yes_ratio`` (share of "yes" predictions) and the
         counts ``tp``, ``fp``, ``tn``, ``fn``. A ratio whose denominator is 0 (e.g. precision when nothing
-        is predicted "yes") is 0.
+        is predicted "yes") is 0. An ``"other"`` answer (scorer ``"lmms"``) is wrong and in none of the counts.
     """
     _check_scorer(scorer)
     if len(labels) != len(answers):
