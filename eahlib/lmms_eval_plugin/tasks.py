@@ -18,9 +18,9 @@ def pope_doc_to_visual(doc: dict[str, Any]) -> list[Image.Image]:
     return [Image.open(doc["image_path"]).convert("RGB")]
 
 
-POPE_METRICS = ("pope_accuracy", "pope_precision", "pope_recall", "pope_f1_score", "pope_yes_ratio")
-_POPE_AGGREGATIONS = {"pope_accuracy": "accuracy", "pope_precision": "precision", "pope_recall": "recall",
-                      "pope_f1_score": "f1_score", "pope_yes_ratio": "yes_ratio"}
+POPE_METRICS = {"pope_accuracy": "accuracy", "pope_precision": "precision", "pope_recall": "recall",
+                "pope_f1_score": "f1_score", "pope_yes_ratio": "yes_ratio"}
+"""lmms-eval's POPE metrics and the suffix of their ``pope_aggregate_*`` functions."""
 
 
 def write_pope_task(
@@ -63,8 +63,8 @@ def write_pope_task(
         "question": r["text"], "answer": r["label"],
     }) + "\n" for r in records), encoding="utf-8")
     pope = "lmms_eval.tasks.pope.utils"
-    metrics = "".join(f"  - metric: {metric}\n    aggregation: !function {pope}.pope_aggregate_{_POPE_AGGREGATIONS[metric]}\n"
-                      "    higher_is_better: true\n" for metric in POPE_METRICS)
+    metrics = "".join(f"  - metric: {metric}\n    aggregation: !function {pope}.pope_aggregate_{suffix}\n"
+                      "    higher_is_better: true\n" for metric, suffix in POPE_METRICS.items())
     yaml_file = folder / f"{name}.yaml"
     yaml_file.write_text(
         f"# Written by eahlib.lmms_eval_plugin.write_pope_task from {json.dumps(str(questions))}.\n"
