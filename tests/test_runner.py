@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import random
 from pathlib import Path
 from unittest import mock
 
@@ -58,6 +60,35 @@ def test_chair_sample_depends_only_on_seed(coco_dir: Path) -> None:
     assert first != [i.item_id for i in chair_items(coco_dir, 3, seed=6)] or len(set(first)) == 3
     with pytest.raises(ValueError, match="fewer than n_images=9"):
         chair_items(coco_dir, 9)
+
+
+def published_chair_sample(folder: Path, n_images: int, seed: int) -> list[str]:
+    """OPERA's ``chair_eval.py`` (which EAH's code forks): ``random.seed(seed)`` (42, plus the
+    rank), ``img_files = os.listdir(data_path)``, ``random.shuffle(img_files)``, the first 500.
+    ``os.listdir`` order depends on the file system; the listing is sorted here."""
+    files = sorted(os.listdir(folder))
+    state = random.getstate()
+    try:
+        random.seed(seed)
+        random.shuffle(files)
+    finally:
+        random.setstate(state)
+    return [str(int(name.split(".jpg")[0][-6:])) for name in files[:n_images]]
+
+
+def test_chair_sample_is_the_published_protocols(tmp_path: Path) -> None:
+    folder = tmp_path / "val2014"
+    folder.mkdir()
+    for image_id in random.Random(0).sample(range(1, 600_000), 60):
+        (folder / f"COCO_val2014_{image_id:012d}.jpg").touch()
+    samples = {}
+    for seed in (42, 0, 1, 7):
+        samples[seed] = [i.item_id for i in chair_items(folder, 10, seed=seed)]
+        assert samples[seed] == published_chair_sample(folder, 10, seed)
+    assert len({tuple(s) for s in samples.values()}) == len(samples)  # the sample depends on the seed
+    assert [i.item_id for i in chair_items(folder, 10)] == samples[42]  # published seed by default
+    everything = [i.item_id for i in chair_items(folder, 60, seed=42)]
+    assert everything == published_chair_sample(folder, 60, 42) and len(set(everything)) == 60
 
 
 def test_pope_end_to_end(pipeline, coco_dir: Path, pope_file: Path, tmp_path: Path) -> None:
