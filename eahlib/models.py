@@ -189,6 +189,7 @@ def image_token_mask(model: nn.Module, input_ids: Tensor) -> Tensor:
 
 BUILTIN_MODELS: dict[str, str] = {
     "organism": "eahlib.organism:load_organism",
+    "organism-smollm2": "eahlib.organism.smollm2:load_organism_smollm2",
     "tiny-random-llava": "eahlib.testing:tiny_llava_pipeline",
 }
 """Models built in code by eahlib (no download), by name: ``module:function`` returning

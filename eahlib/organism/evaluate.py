@@ -27,9 +27,10 @@ from tqdm.auto import tqdm
 from transformers import LlavaForConditionalGeneration, LlavaProcessor
 
 from eahlib.bench import ChairEvaluator, load_pope_questions, pope_metrics
+from eahlib.bench.runner import chat_prompt
 from eahlib.metrics import massive_activation_sinks, sink_criterion, uniform_received_attention
 from eahlib.organism.export import POPE_SPLITS, EvaluationSet, export_evaluation_set
-from eahlib.organism.tokenizer import CAPTION_REQUEST, prompt
+from eahlib.organism.tokenizer import CAPTION_REQUEST
 from eahlib.organism.world import CLASS_NAMES, GENERATOR_VERSION, PARTNER
 from eahlib.profile import sink_profile
 
@@ -52,7 +53,7 @@ def generate_answers(
         model: the organism.
         processor: its processor (left padding).
         images: one image per question.
-        questions: the user texts (templated with :func:`~eahlib.organism.tokenizer.prompt`).
+        questions: the user texts (templated with the processor's chat template).
         batch_size: prompts per ``generate`` call.
         max_new_tokens: generation budget per answer.
         desc: progress-bar label.
@@ -65,7 +66,7 @@ def generate_answers(
     answers: list[str] = []
     pairs = list(zip(images, questions))
     for batch in tqdm(_batches(pairs, batch_size), desc=desc, disable=None):
-        inputs = processor(images=[image for image, _ in batch], text=[prompt(q) for _, q in batch],
+        inputs = processor(images=[image for image, _ in batch], text=[chat_prompt(processor, q) for _, q in batch],
                            return_tensors="pt", padding=True)
         output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
         answers.extend(processor.batch_decode(output[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True))
@@ -133,7 +134,7 @@ def sink_statistics(
     patches = np.stack([scene.object_patches.reshape(-1) for scene in evaluation.scenes])
     for start in tqdm(range(0, len(images), batch_size), desc="sink profile", disable=None):
         batch = images[start : start + batch_size]
-        inputs = processor(images=list(batch), text=[prompt(CAPTION_REQUEST)] * len(batch), return_tensors="pt")
+        inputs = processor(images=list(batch), text=[chat_prompt(processor, CAPTION_REQUEST)] * len(batch), return_tensors="pt")
         profile = sink_profile(model, relative_threshold=SINK_RELATIVE_THRESHOLD, **inputs)
         events = profile.sinks()
         image_events = torch.stack([events[:, b][..., profile.image_mask[b]] for b in range(len(batch))], 1)
@@ -207,10 +208,14 @@ def evaluate_organism(
     results["blind_exact_set_accuracy"] = blind_scores["exact_set_accuracy"]
     results["blind_chair_s"] = blind_scores["chair_s"]
     by_name = {evaluation.image_path(i).name: image for i, image in zip(ids, images)}
-    for split in POPE_SPLITS:
-        questions = load_pope_questions(evaluation.pope_file(split))
-        answers = generate_answers(model, processor, [by_name[q["image"]] for q in questions],
-                                   [q["text"] for q in questions], batch_size, max_new_tokens=3, desc=f"POPE {split}")
+    splits = {split: load_pope_questions(evaluation.pope_file(split)) for split in POPE_SPLITS}
+    # A question shared by several splits (every present-object question is) is answered once.
+    unique = list(dict.fromkeys((q["image"], q["text"]) for questions in splits.values() for q in questions))
+    replies = generate_answers(model, processor, [by_name[name] for name, _ in unique], [text for _, text in unique],
+                               batch_size, max_new_tokens=3, desc="POPE")
+    reply = dict(zip(unique, replies))
+    for split, questions in splits.items():
+        answers = [reply[(q["image"], q["text"])] for q in questions]
         metrics = pope_metrics([q["label"] for q in questions], answers)
         for key in ("accuracy", "f1", "yes_ratio"):
             results[f"pope_{split}_{key}"] = metrics[key]
