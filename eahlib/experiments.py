@@ -1,9 +1,9 @@
 """Experiment setups for the notebooks: the same code in small (CPU, organism) and full (GPU, COCO) mode.
 
 ``setup("small", ...)`` exports a fresh shapes-world evaluation set in COCO/POPE format and
-loads the shipped model organism; ``setup("full", ...)`` loads a hub checkpoint, a COCO val2014
-image folder, the CHAIR ground truth and the POPE question files. Either way the notebooks get
-one :class:`Setup` and call the same functions on it.
+loads a shipped model organism (default ``SMALL_MODEL``); ``setup("full", ...)``
+loads a hub checkpoint, a COCO val2014 image folder, the CHAIR ground truth and the POPE question
+files. Either way the notebooks get one :class:`Setup` and call the same functions on it.
 
 :func:`evaluate_conditions` runs a set of methods (conditions) on captions and POPE questions
 through the resumable runner and summarises each with bootstrap confidence intervals over items.
@@ -30,6 +30,9 @@ from eahlib.stats import bootstrap_mean, bootstrap_ratio
 
 Mode = Literal["small", "full"]
 SMALL_MODEL = "organism"
+"""Small mode's default: the tiny from-scratch organism. The LLaVA on SmolLM2-135M-Instruct (30 layers,
+a real first-token sink) is ``model_name="organism-smollm2"``; it becomes the default once the
+notebooks' small-mode sizes are set for it (see data/organism_smollm2/MODEL_CARD.md)."""
 FULL_MODEL = "llava-hf/llava-1.5-7b-hf"
 
 
@@ -80,7 +83,7 @@ def setup(
     """Load the model and the data of one mode.
 
     Args:
-        mode: ``"small"``: the organism on a fresh shapes-world set (CPU, minutes);
+        mode: ``"small"``: a model organism (default :data:`SMALL_MODEL`) on a fresh shapes-world set (CPU, minutes);
             ``"full"``: a hub checkpoint on COCO val2014 (GPU).
         model_name: override the mode's default model.
         n_images: captioning sample size (default 48 small, 500 full).
@@ -239,6 +242,7 @@ def ablation_conditions(
     relative_thresholds: Sequence[float] = (2.0, 4.0, 8.0),
     per_head: bool = True,
     zero_heads: Sequence[int] = (),
+    other_layers: Sequence[int] | None = None,
 ) -> dict[str, Method]:
     """The head-ablation study's conditions, by name.
 
@@ -249,6 +253,8 @@ def ablation_conditions(
         relative_thresholds: threshold-sensitivity values of ``k`` at ``layer``.
         per_head: broadcast from each single head of ``layer`` in turn.
         zero_heads: heads of ``layer`` to zero-ablate, one condition each.
+        other_layers: the layers where the densest head is also tried (default: every other layer;
+            a 30-layer model makes that 29 conditions).
 
     Returns:
         ``greedy`` (baseline); at ``layer``: densest, sparsest, random, every single head,
@@ -270,8 +276,8 @@ def ablation_conditions(
         eah_at(f"L{layer} densest k={k:g}", relative_threshold=k, threshold=None)
     eah_at(f"L{layer} densest decode=reuse", decode="reuse")
     eah_at(f"L{layer} release preset", preset="release", normalizer=None)
-    for other in range(n_layers):
-        if other != layer:
+    for other in range(n_layers) if other_layers is None else other_layers:
+        if other != layer and 0 <= other < n_layers:
             conditions[f"L{other} densest"] = _method("eah", {"eah": {**base, "layer": other}})
     for head in zero_heads:
         conditions[f"L{layer} zero head {head}"] = _method("ablate", {"ablate": {"heads": {str(layer): [head]}}})
@@ -279,10 +285,30 @@ def ablation_conditions(
 
 
 PUBLISHED = pd.DataFrame(
-    {"CHAIRs": [49.68, 38.76], "CHAIRi": [14.32, 11.05], "POPE F1": [84.98, 85.03]},
-    index=pd.Index(["greedy", "eah+greedy"], name="method"),
+    {"CHAIRs": [49.68, 38.76, 44.28], "CHAIRi": [14.32, 11.05, 13.36], "POPE F1": [84.98, 85.03, float("nan")]},
+    index=pd.Index(["greedy", "eah", "opera"], name="method"),
 )
-"""LLaVA-1.5-7B, greedy vs EAH, as re-run by VHR (arXiv 2412.13949): CHAIR in percent, POPE F1."""
+"""LLaVA-1.5-7B as re-run by VHR (arXiv 2412.13949), by our method names (``eah`` = EAH on greedy
+decoding, ``opera`` = OPERA with 5 beams): CHAIR in percent (500 COCO val2014 images, mean of 5
+samples), POPE F1 (mean over the splits). VHR cannot run OPERA on LLaVA-NeXT; OPERA's POPE F1 is
+not taken from VHR here (NaN)."""
+
+
+def published_comparison(table: pd.DataFrame) -> pd.DataFrame:
+    """The published numbers of :data:`PUBLISHED` beside ours, for the methods both have.
+
+    Args:
+        table: :func:`benchmark_table`'s output (methods as the index).
+
+    Returns:
+        One row per method of both: ``CHAIRs``, ``CHAIRi``, ``POPE F1`` as published, then the same
+        three columns of ours with the suffix ``" (ours)"`` (our POPE F1: the mean over the splits).
+    """
+    methods = [method for method in PUBLISHED.index if method in table.index]
+    ours = table.loc[methods, ["CHAIRs", "CHAIRi"]].copy()
+    f1 = [column for column in table.columns if column.startswith("POPE ") and column.endswith(" f1")]
+    ours["POPE F1"] = table.loc[methods, f1].mean(axis=1) if f1 else float("nan")
+    return PUBLISHED.loc[methods].join(ours.add_suffix(" (ours)"))
 
 
 def benchmark_table(
@@ -293,29 +319,39 @@ def benchmark_table(
     max_new_tokens: int = 512,
     batch_size: int = 16,
     seed: int = 0,
+    limits: Mapping[str, int] | None = None,
 ) -> pd.DataFrame:
     """CHAIR and POPE (every split) per method, in percent, with 95% bootstrap intervals.
+
+    Args:
+        limits: method name -> at most this many captions and POPE questions per split (the first
+            ones), for a slow method in a quick run; the others use every item.
 
     Returns:
         One row per method: ``CHAIRs``, ``CHAIRi``, ``Recall``, ``Len`` (+ ``_low``/``_high`` for
         CHAIRs and CHAIRi) and, per POPE split, ``accuracy``, ``precision``, ``recall``, ``f1``,
-        ``yes_ratio`` (+ interval for accuracy); a ``parameters`` column records each method.
+        ``yes_ratio`` (+ interval for accuracy); ``n_captions`` and ``n_pope`` (questions per split);
+        a ``parameters`` column records each method.
     """
     from eahlib.bench.pope import pope_metrics
 
     rows = []
     for name, method in methods.items():
-        files = run_condition(setup, name, method, caption_items, (), max_new_tokens, batch_size, "benchmarks")
-        result = chair_result(setup, files["chair"], caption_items)
+        limit = (limits or {}).get(name)
+        method_items = caption_items[:limit]
+        method_pope = limit if pope_limit is None else pope_limit if limit is None else min(limit, pope_limit)
+        files = run_condition(setup, name, method, method_items, (), max_new_tokens, batch_size, "benchmarks")
+        result = chair_result(setup, files["chair"], method_items)
         captions, overall = _caption_frame(result), result.overall
-        row: dict[str, Any] = {"method": name, "parameters": str(method.settings())}
+        row: dict[str, Any] = {"method": name, "parameters": str(method.settings()), "n_captions": len(captions)}
         chairs = bootstrap_mean(captions.hallucinated, seed=seed)
         chairi = bootstrap_ratio(captions.n_hallucinated, captions.n_mentions, seed=seed)
         row.update({"CHAIRs": 100 * chairs.value, "CHAIRs_low": 100 * chairs.low, "CHAIRs_high": 100 * chairs.high,
                     "CHAIRi": 100 * chairi.value, "CHAIRi_low": 100 * chairi.low, "CHAIRi_high": 100 * chairi.high,
                     "Recall": 100 * overall["Recall"], "Len": overall["Len"]})
         for split in setup.pope_files:
-            items = setup.pope_items(split, pope_limit)
+            items = setup.pope_items(split, method_pope)
+            row["n_pope"] = len(items)
             results = generate_records(setup.model, setup.processor, method, items,
                                        setup.results_dir / "benchmarks" / f"{name}_pope_{split}.jsonl",
                                        {"model": setup.model_name, "task": "pope", "split": split}, 10, batch_size)

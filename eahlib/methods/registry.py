@@ -53,6 +53,7 @@ COMPONENTS: dict[str, Component] = {}
 
 BUILTIN_MODULES: tuple[str, ...] = (
     "eahlib.methods.builtin", "eahlib.methods.pai", "eahlib.methods.vcd", "eahlib.methods.dola",
+    "eahlib.methods.opera",
 )
 """Modules that register the shipped components when imported (one module per method)."""
 
