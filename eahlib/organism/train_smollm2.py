@@ -24,7 +24,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,26 +36,22 @@ from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmu
 from eahlib.organism.export import pope_negatives
 from eahlib.organism.smollm2 import ADAPTER_DIR, IMAGE, MULTIMODAL_FILE, assemble
 from eahlib.organism.tokenizer import CAPTION_REQUEST, IMAGE_TOKENS, existence_question
-from eahlib.organism.train import IGNORE_INDEX, _fresh_scene, _parameter_groups, pixel_batch
+from eahlib.organism.train import (
+    CHECKPOINT,
+    IGNORE_INDEX,
+    SUMMARY,
+    Stage,
+    _fresh_scene,
+    _parameter_groups,
+    _Progress,
+    pixel_batch,
+)
 from eahlib.organism.world import GENERATOR_VERSION, Scene
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT = "checkpoint.pt"
-SUMMARY = "training.json"
 PAD_MULTIPLE = 16
 LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
-
-
-@dataclass(frozen=True)
-class Stage:
-    """One training stage: name, steps, batch size, peak learning rate, warm-up share."""
-
-    name: str
-    steps: int
-    batch: int
-    lr: float
-    warmup: float
 
 
 @dataclass(frozen=True)
@@ -148,13 +144,6 @@ def _compatible(saved: dict, recipe: dict, stage: str) -> bool:
     head = {k: v for k, v in saved.items() if k != "stages"}
     return head == {k: v for k, v in recipe.items() if k != "stages"} and \
         [dict(s) for s in saved["stages"][:done]] == [dict(s) for s in recipe["stages"][:done]]
-
-
-@dataclass
-class _Progress:
-    completed: list[str] = field(default_factory=list)
-    seconds: dict[str, float] = field(default_factory=dict)
-    final_loss: dict[str, float] = field(default_factory=dict)
 
 
 class SmolLM2Trainer:
