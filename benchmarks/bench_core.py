@@ -114,11 +114,8 @@ def reset_peak_rss() -> int:
     return peak_rss()
 
 
-def peak_memory(variant: str, device: str, dtype: torch.dtype) -> float:
-    """Extra peak memory (bytes) of one call: ``profile`` or ``output_attentions``."""
-    model, inputs = build_model(device, dtype)
-    if variant == "output_attentions":
-        model.set_attn_implementation("eager")
+def extra_peak_memory(run: Callable[[], Any], device: str) -> float:
+    """Extra peak memory (bytes) of one ``run()`` under ``no_grad``: CUDA allocator peak, or peak RSS on the CPU."""
     with torch.no_grad():
         if device == "cuda":
             torch.cuda.synchronize()
@@ -126,19 +123,26 @@ def peak_memory(variant: str, device: str, dtype: torch.dtype) -> float:
             before = torch.cuda.memory_allocated()
         else:
             before = reset_peak_rss()
-        if variant == "profile":
-            eah.sink_profile(model, **inputs)
-        else:
-            model(**inputs, output_attentions=True)
+        run()
         if device == "cuda":
             torch.cuda.synchronize()
             return float(torch.cuda.max_memory_allocated() - before)
         return float(peak_rss() - before)
 
 
-def memory_in_subprocess(variant: str, device: str, dtype: str) -> float:
+def peak_memory(variant: str, device: str, dtype: torch.dtype) -> float:
+    """Extra peak memory (bytes) of one call: ``profile`` or ``output_attentions``."""
+    model, inputs = build_model(device, dtype)
+    if variant == "output_attentions":
+        model.set_attn_implementation("eager")
+        return extra_peak_memory(lambda: model(**inputs, output_attentions=True), device)
+    return extra_peak_memory(lambda: eah.sink_profile(model, **inputs), device)
+
+
+def memory_in_subprocess(script: str, arguments: list[str]) -> float:
+    """Run ``script --memory-variant ...`` in a fresh interpreter (a clean peak) and read the bytes it prints."""
     out = subprocess.run(
-        [sys.executable, __file__, "--memory-variant", variant, "--device", device, "--dtype", dtype],
+        [sys.executable, script, *arguments],
         check=True, capture_output=True, text=True, env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"},
     ).stdout
     return float(json.loads(out.strip().splitlines()[-1])["bytes"])
@@ -167,7 +171,8 @@ def main() -> None:
     for key, value in t.items():
         print(f"  {key:>14}: {value * 1000:9.1f} ms (median of {args.repeats})")
     del model
-    memory = {v: memory_in_subprocess(v, args.device, dtype_name) for v in ("profile", "output_attentions")}
+    memory = {v: memory_in_subprocess(__file__, ["--memory-variant", v, "--device", args.device, "--dtype", dtype_name])
+              for v in ("profile", "output_attentions")}
     for key, value in memory.items():
         print(f"  peak extra memory {key:>17}: {value / 2**20:9.1f} MiB")
     print(f"RESULT eah_generate_ratio={t['generate_eah'] / t['generate']:.3f} "

@@ -21,13 +21,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 from functools import partial
 
 import torch
-from bench_core import build_model, median_time, peak_rss, reset_peak_rss
+from bench_core import build_model, extra_peak_memory, median_time, memory_in_subprocess
 
 from eahlib.methods import resolve_method
 
@@ -59,26 +56,7 @@ def peak_memory(variant: str, device: str, dtype: torch.dtype, tokens: int) -> f
                            return_dict_in_generate=True)
     else:
         run = partial(resolve_method(variant).generate, model, inputs, tokens)
-    with torch.no_grad():
-        if device == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            before = torch.cuda.memory_allocated()
-        else:
-            before = reset_peak_rss()
-        run()
-        if device == "cuda":
-            torch.cuda.synchronize()
-            return float(torch.cuda.max_memory_allocated() - before)
-        return float(peak_rss() - before)
-
-
-def memory_in_subprocess(variant: str, device: str, tokens: int) -> float:
-    out = subprocess.run(
-        [sys.executable, __file__, "--memory-variant", variant, "--device", device, "--tokens", str(tokens)],
-        check=True, capture_output=True, text=True, env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"},
-    ).stdout
-    return float(json.loads(out.strip().splitlines()[-1])["bytes"])
+    return extra_peak_memory(run, device)
 
 
 def main() -> None:
@@ -111,7 +89,8 @@ def main() -> None:
         print(f"RESULT method={spec} cost_per_token_ratio={seconds / per_token['greedy']:.2f}")
     if "opera" in per_token:
         del model
-        memory = {v: memory_in_subprocess(v, args.device, args.tokens) for v in MEMORY_VARIANTS}
+        memory = {v: memory_in_subprocess(__file__, ["--memory-variant", v, "--device", args.device, "--tokens",
+                                                     str(args.tokens)]) for v in MEMORY_VARIANTS}
         for variant, value in memory.items():
             print(f"  peak extra memory {variant:>22}: {value / 2**20:9.1f} MiB")
         print(f"RESULT opera_cost_per_token_vs_beam={per_token['opera'] / per_token['beam']:.2f} "
