@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -217,7 +218,116 @@ class _Progress:
     final_loss: dict[str, float] = field(default_factory=dict)
 
 
-class OrganismTrainer:
+class StagedTrainer:
+    """The resumable staged loop both organisms train with: AdamW with warm-up and cosine decay per stage,
+    gradient clipping, a loss EMA, a JSONL log, and atomic checkpoints every ``checkpoint_seconds``.
+
+    Subclasses set ``recipe``, ``out``, ``checkpoint_seconds``, ``model`` and ``progress`` and provide what
+    differs: ``_stage_setup`` (a stage's parameter groups and its loss on one drawn batch),
+    ``_checkpoint_tensors``, ``_load_checkpoint`` and ``_export``. Batch ``t`` of stage ``s`` is drawn from
+    ``default_rng([seed, stage_seed_offset + s, t])``.
+    """
+
+    recipe: Any
+    out: Path
+    checkpoint_seconds: float
+    model: nn.Module
+    progress: _Progress
+    stage_seed_offset = 0
+    loss_ema_weights = (0.98, 0.02)
+    """(old, new) weights of the loss EMA."""
+    log_every = 50
+    log_raw_loss = False
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out / CHECKPOINT
+
+    def run(self) -> Path:
+        """Train every stage not yet completed, export, and return the output folder."""
+        if (self.out / SUMMARY).is_file():
+            logger.warning("%s already holds a trained organism (%s); nothing to do.", self.out, SUMMARY)
+            return self.out
+        self.out.mkdir(parents=True, exist_ok=True)
+        resume = self._load_checkpoint() if self.checkpoint_path.is_file() else None
+        if resume is not None:
+            self.progress = _Progress(**resume["progress"])
+            logger.info("Resuming from %s: stage %s, step %d.", self.checkpoint_path, resume["stage"], resume["step"])
+        for index, stage in enumerate(self.recipe.stages):
+            if stage.name not in self.progress.completed:
+                self._train_stage(index, stage, resume if resume and resume["stage"] == stage.name else None)
+        return self._export()
+
+    def _stage_setup(self, stage: Stage) -> tuple[list[dict], Callable[[np.random.Generator], Tensor]]:
+        raise NotImplementedError
+
+    def _checkpoint_tensors(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _load_checkpoint(self) -> dict:
+        """Read the checkpoint, check it belongs to this recipe and load its tensors; return it."""
+        raise NotImplementedError
+
+    def _export(self) -> Path:
+        raise NotImplementedError
+
+    def _save_checkpoint(self, stage: str, step: int, optimizer: torch.optim.Optimizer, scheduler: object) -> None:
+        state = {
+            "recipe": asdict(self.recipe), "generator_version": GENERATOR_VERSION, "stage": stage, "step": step,
+            **self._checkpoint_tensors(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "progress": asdict(self.progress),
+        }
+        partial = self.checkpoint_path.with_suffix(".tmp")
+        torch.save(state, partial)
+        os.replace(partial, self.checkpoint_path)
+
+    def _train_stage(self, index: int, stage: Stage, resume: dict | None) -> None:
+        groups, batch_loss = self._stage_setup(stage)
+        optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.98))
+        scheduler = get_cosine_with_min_lr_schedule_with_warmup(
+            optimizer, num_warmup_steps=max(1, int(stage.warmup * stage.steps)), num_training_steps=stage.steps,
+            min_lr_rate=0.1,
+        )
+        start = 0
+        if resume is not None:
+            optimizer.load_state_dict(resume["optimizer"])
+            scheduler.load_state_dict(resume["scheduler"])
+            start = resume["step"]
+        self.model.train()
+        elapsed = self.progress.seconds.get(stage.name, 0.0)
+        loss_ema = self.progress.final_loss.get(stage.name)
+        last_save = time.monotonic()
+        params = [p for g in groups for p in g["params"]]
+        keep, new = self.loss_ema_weights
+        with (self.out / "train_log.jsonl").open("a", encoding="utf-8") as log:
+            bar = tqdm(range(start, stage.steps), initial=start, total=stage.steps, desc=f"stage {stage.name}")
+            for step in bar:
+                tick = time.monotonic()
+                loss = batch_loss(np.random.default_rng([self.recipe.seed, self.stage_seed_offset + index, step]))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(params, self.recipe.clip_norm)
+                optimizer.step()
+                scheduler.step()
+                elapsed += time.monotonic() - tick
+                loss_ema = loss.item() if loss_ema is None else keep * loss_ema + new * loss.item()
+                bar.set_postfix(loss=f"{loss_ema:.4f}")
+                if (step + 1) % self.log_every == 0 or step + 1 == stage.steps:
+                    record = {"stage": stage.name, "step": step + 1, "seconds": round(elapsed, 1)}
+                    if self.log_raw_loss:
+                        record["loss"] = round(loss.item(), 5)
+                    log.write(json.dumps({**record, "loss_ema": round(loss_ema, 5)}) + "\n")
+                    log.flush()
+                self.progress.seconds[stage.name] = elapsed
+                self.progress.final_loss[stage.name] = loss_ema
+                if step + 1 == stage.steps:
+                    self.progress.completed.append(stage.name)
+                if step + 1 == stage.steps or time.monotonic() - last_save > self.checkpoint_seconds:
+                    self._save_checkpoint(stage.name, step + 1, optimizer, scheduler)
+                    last_save = time.monotonic()
+
+
+class OrganismTrainer(StagedTrainer):
     """Runs (or resumes) the staged recipe into ``out`` and exports weights plus processor there.
 
     Args:
@@ -235,25 +345,7 @@ class OrganismTrainer:
         self.class_bias = nn.Parameter(torch.full((len(CLASS_NAMES),), -1.5))
         self.progress = _Progress()
 
-    @property
-    def checkpoint_path(self) -> Path:
-        return self.out / CHECKPOINT
-
-    def run(self) -> Path:
-        """Train every stage not yet completed, export, and return the output folder."""
-        if (self.out / SUMMARY).is_file():
-            logger.warning("%s already holds a trained organism (%s); nothing to do.", self.out, SUMMARY)
-            return self.out
-        self.out.mkdir(parents=True, exist_ok=True)
-        resume = self._load_checkpoint()
-        for index, stage in enumerate(self.recipe.stages):
-            if stage.name not in self.progress.completed:
-                self._train_stage(index, stage, resume if resume and resume["stage"] == stage.name else None)
-        return self._export()
-
-    def _load_checkpoint(self) -> dict | None:
-        if not self.checkpoint_path.is_file():
-            return None
+    def _load_checkpoint(self) -> dict:
         state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=False)
         if state["recipe"] != asdict(self.recipe) or state["generator_version"] != GENERATOR_VERSION:
             raise ValueError(
@@ -262,19 +354,10 @@ class OrganismTrainer:
             )
         self.model.load_state_dict(state["model"])
         self.class_bias.data.copy_(state["class_bias"])
-        self.progress = _Progress(**state["progress"])
-        logger.info("Resuming from %s: stage %s, step %d.", self.checkpoint_path, state["stage"], state["step"])
         return state
 
-    def _save_checkpoint(self, stage: str, step: int, optimizer: torch.optim.Optimizer, scheduler: object) -> None:
-        state = {
-            "recipe": asdict(self.recipe), "generator_version": GENERATOR_VERSION, "stage": stage, "step": step,
-            "model": self.model.state_dict(), "class_bias": self.class_bias.data, "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "progress": asdict(self.progress),
-        }
-        partial = self.checkpoint_path.with_suffix(".tmp")
-        torch.save(state, partial)
-        os.replace(partial, self.checkpoint_path)
+    def _checkpoint_tensors(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "class_bias": self.class_bias.data}
 
     def _stage_setup(self, stage: Stage) -> tuple[list[dict], Callable[[np.random.Generator], Tensor]]:
         """The parameter groups a stage trains and its loss on one freshly drawn batch."""
@@ -316,48 +399,6 @@ class OrganismTrainer:
 
             return groups, loss
         raise ValueError(f"Unknown stage {stage.name!r}; stages are 'vision', 'text' and 'full'.")
-
-    def _train_stage(self, index: int, stage: Stage, resume: dict | None) -> None:
-        groups, batch_loss = self._stage_setup(stage)
-        optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.98))
-        scheduler = get_cosine_with_min_lr_schedule_with_warmup(
-            optimizer, num_warmup_steps=max(1, int(stage.warmup * stage.steps)), num_training_steps=stage.steps,
-            min_lr_rate=0.1,
-        )
-        start = 0
-        if resume is not None:
-            optimizer.load_state_dict(resume["optimizer"])
-            scheduler.load_state_dict(resume["scheduler"])
-            start = resume["step"]
-        self.model.train()
-        elapsed = self.progress.seconds.get(stage.name, 0.0)
-        loss_ema = self.progress.final_loss.get(stage.name)
-        last_save = time.monotonic()
-        log = (self.out / "train_log.jsonl").open("a", encoding="utf-8")
-        bar = tqdm(range(start, stage.steps), initial=start, total=stage.steps, desc=f"stage {stage.name}")
-        for step in bar:
-            tick = time.monotonic()
-            loss = batch_loss(np.random.default_rng([self.recipe.seed, index, step]))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], self.recipe.clip_norm)
-            optimizer.step()
-            scheduler.step()
-            elapsed += time.monotonic() - tick
-            loss_ema = loss.item() if loss_ema is None else 0.98 * loss_ema + 0.02 * loss.item()
-            bar.set_postfix(loss=f"{loss_ema:.4f}")
-            if (step + 1) % 50 == 0 or step + 1 == stage.steps:
-                log.write(json.dumps({"stage": stage.name, "step": step + 1, "seconds": round(elapsed, 1),
-                                      "loss_ema": round(loss_ema, 5)}) + "\n")
-                log.flush()
-            self.progress.seconds[stage.name] = elapsed
-            self.progress.final_loss[stage.name] = loss_ema
-            if step + 1 == stage.steps:
-                self.progress.completed.append(stage.name)
-            if step + 1 == stage.steps or time.monotonic() - last_save > self.checkpoint_seconds:
-                self._save_checkpoint(stage.name, step + 1, optimizer, scheduler)
-                last_save = time.monotonic()
-        log.close()
 
     def _export(self) -> Path:
         """Save weights (safetensors), config and processor, write the summary, drop the checkpoint."""

@@ -23,24 +23,24 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
-from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmup
 
 from eahlib.organism.export import pope_negatives
 from eahlib.organism.smollm2 import ADAPTER_DIR, IMAGE, MULTIMODAL_FILE, assemble
 from eahlib.organism.tokenizer import CAPTION_REQUEST, IMAGE_TOKENS, existence_question
 from eahlib.organism.train import (
-    CHECKPOINT,
     IGNORE_INDEX,
     SUMMARY,
     Stage,
+    StagedTrainer,
     _fresh_scene,
     _parameter_groups,
     _Progress,
@@ -146,8 +146,13 @@ def _compatible(saved: dict, recipe: dict, stage: str) -> bool:
         [dict(s) for s in saved["stages"][:done]] == [dict(s) for s in recipe["stages"][:done]]
 
 
-class SmolLM2Trainer:
+class SmolLM2Trainer(StagedTrainer):
     """Runs (or resumes) the recipe into ``out`` and exports the trained parts there."""
+
+    stage_seed_offset = 100
+    loss_ema_weights = (0.97, 0.03)
+    log_every = 10
+    log_raw_loss = True
 
     def __init__(self, recipe: Recipe, out: str | os.PathLike, checkpoint_seconds: float = 120.0) -> None:
         from peft import LoraConfig, get_peft_model
@@ -197,6 +202,9 @@ class SmolLM2Trainer:
             groups += _parameter_groups(iter(named), stage.lr * scale, self.recipe.weight_decay)
         return [g for g in groups if g["params"]]
 
+    def _stage_setup(self, stage: Stage) -> tuple[list[dict], Callable[[np.random.Generator], Tensor]]:
+        return self._stage_groups(stage), partial(self._loss, stage)
+
     def _loss(self, stage: Stage, rng: np.random.Generator) -> Tensor:
         scenes = [_fresh_scene(rng) for _ in range(stage.batch)]
         examples = [conversation_segments(conversation_turns(s, rng, self.recipe, stage.name == "align")) for s in scenes]
@@ -209,85 +217,23 @@ class SmolLM2Trainer:
             logits = self.base.lm_head(hidden[supervised])
         return nn.functional.cross_entropy(logits.float(), labels[supervised])
 
-    @property
-    def checkpoint_path(self) -> Path:
-        return self.out / CHECKPOINT
-
     def _trainable_state(self) -> dict[str, Tensor]:
         return {n: p.detach().clone() for n, p in self.model.named_parameters()
                 if "lora_" in n or "multi_modal_projector" in n or "vision_tower" in n}
 
-    def run(self) -> Path:
-        if (self.out / SUMMARY).is_file():
-            logger.warning("%s already holds a trained organism (%s); nothing to do.", self.out, SUMMARY)
-            return self.out
-        self.out.mkdir(parents=True, exist_ok=True)
-        resume = None
-        if self.checkpoint_path.is_file():
-            resume = torch.load(self.checkpoint_path, map_location="cpu", weights_only=False)
-            if not _compatible(resume["recipe"], asdict(self.recipe), resume["stage"]) \
-                    or resume["generator_version"] != GENERATOR_VERSION:
-                raise ValueError(f"{self.checkpoint_path} was written by a different recipe or generator version; "
-                                 "use another --out folder or delete the checkpoint to start over.")
-            missing = self.model.load_state_dict(resume["trainable"], strict=False)
-            if missing.unexpected_keys:
-                raise RuntimeError(f"Checkpoint has unexpected keys {missing.unexpected_keys[:5]}.")
-            self.progress = _Progress(**resume["progress"])
-            logger.info("Resuming from %s: stage %s, step %d.", self.checkpoint_path, resume["stage"], resume["step"])
-        for index, stage in enumerate(self.recipe.stages):
-            if stage.name not in self.progress.completed:
-                self._train_stage(index, stage, resume if resume and resume["stage"] == stage.name else None)
-        return self._export()
+    def _checkpoint_tensors(self) -> dict[str, Any]:
+        return {"trainable": self._trainable_state()}
 
-    def _save_checkpoint(self, stage: str, step: int, optimizer: torch.optim.Optimizer, scheduler: object) -> None:
-        state = {"recipe": asdict(self.recipe), "generator_version": GENERATOR_VERSION, "stage": stage, "step": step,
-                 "trainable": self._trainable_state(), "optimizer": optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict(), "progress": asdict(self.progress)}
-        partial = self.checkpoint_path.with_suffix(".tmp")
-        torch.save(state, partial)
-        os.replace(partial, self.checkpoint_path)
-
-    def _train_stage(self, index: int, stage: Stage, resume: dict | None) -> None:
-        groups = self._stage_groups(stage)
-        optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.98))
-        scheduler = get_cosine_with_min_lr_schedule_with_warmup(
-            optimizer, num_warmup_steps=max(1, int(stage.warmup * stage.steps)), num_training_steps=stage.steps,
-            min_lr_rate=0.1,
-        )
-        start = 0
-        if resume is not None:
-            optimizer.load_state_dict(resume["optimizer"])
-            scheduler.load_state_dict(resume["scheduler"])
-            start = resume["step"]
-        self.model.train()
-        elapsed = self.progress.seconds.get(stage.name, 0.0)
-        loss_ema = self.progress.final_loss.get(stage.name)
-        last_save = time.monotonic()
-        params = [p for g in groups for p in g["params"]]
-        with (self.out / "train_log.jsonl").open("a", encoding="utf-8") as log:
-            bar = tqdm(range(start, stage.steps), initial=start, total=stage.steps, desc=f"stage {stage.name}")
-            for step in bar:
-                tick = time.monotonic()
-                loss = self._loss(stage, np.random.default_rng([self.recipe.seed, 100 + index, step]))
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                nn.utils.clip_grad_norm_(params, self.recipe.clip_norm)
-                optimizer.step()
-                scheduler.step()
-                elapsed += time.monotonic() - tick
-                loss_ema = loss.item() if loss_ema is None else 0.97 * loss_ema + 0.03 * loss.item()
-                bar.set_postfix(loss=f"{loss_ema:.4f}")
-                if (step + 1) % 10 == 0 or step + 1 == stage.steps:
-                    log.write(json.dumps({"stage": stage.name, "step": step + 1, "seconds": round(elapsed, 1),
-                                          "loss": round(loss.item(), 5), "loss_ema": round(loss_ema, 5)}) + "\n")
-                    log.flush()
-                self.progress.seconds[stage.name] = elapsed
-                self.progress.final_loss[stage.name] = loss_ema
-                if step + 1 == stage.steps:
-                    self.progress.completed.append(stage.name)
-                if step + 1 == stage.steps or time.monotonic() - last_save > self.checkpoint_seconds:
-                    self._save_checkpoint(stage.name, step + 1, optimizer, scheduler)
-                    last_save = time.monotonic()
+    def _load_checkpoint(self) -> dict:
+        resume = torch.load(self.checkpoint_path, map_location="cpu", weights_only=False)
+        if not _compatible(resume["recipe"], asdict(self.recipe), resume["stage"]) \
+                or resume["generator_version"] != GENERATOR_VERSION:
+            raise ValueError(f"{self.checkpoint_path} was written by a different recipe or generator version; "
+                             "use another --out folder or delete the checkpoint to start over.")
+        missing = self.model.load_state_dict(resume["trainable"], strict=False)
+        if missing.unexpected_keys:
+            raise RuntimeError(f"Checkpoint has unexpected keys {missing.unexpected_keys[:5]}.")
+        return resume
 
     def _export(self) -> Path:
         """Write the multimodal weights and the LoRA adapter (safetensors), the summary; drop the checkpoint."""
