@@ -271,6 +271,21 @@ class StagedTrainer:
     def _export(self) -> Path:
         raise NotImplementedError
 
+    def _finish(self, parameter_count: dict[str, int]) -> Path:
+        """Write the summary (recipe, parameter count, time and final loss per stage), drop the checkpoint."""
+        summary = {
+            "recipe": asdict(self.recipe),
+            "generator_version": GENERATOR_VERSION,
+            **parameter_count,
+            "torch_threads": torch.get_num_threads(),
+            "stage_seconds": {name: round(s, 1) for name, s in self.progress.seconds.items()},
+            "total_seconds": round(sum(self.progress.seconds.values()), 1),
+            "final_loss_ema": {name: round(v, 5) for name, v in self.progress.final_loss.items()},
+        }
+        (self.out / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        self.checkpoint_path.unlink(missing_ok=True)
+        return self.out
+
     def _save_checkpoint(self, stage: str, step: int, optimizer: torch.optim.Optimizer, scheduler: object) -> None:
         state = {
             "recipe": asdict(self.recipe), "generator_version": GENERATOR_VERSION, "stage": stage, "step": step,
@@ -405,18 +420,7 @@ class OrganismTrainer(StagedTrainer):
         self.model.eval()
         self.model.save_pretrained(self.out)
         self.processor.save_pretrained(self.out)
-        summary = {
-            "recipe": asdict(self.recipe),
-            "generator_version": GENERATOR_VERSION,
-            "parameters": sum(p.numel() for p in self.model.parameters()),
-            "torch_threads": torch.get_num_threads(),
-            "stage_seconds": {name: round(s, 1) for name, s in self.progress.seconds.items()},
-            "total_seconds": round(sum(self.progress.seconds.values()), 1),
-            "final_loss_ema": {name: round(v, 5) for name, v in self.progress.final_loss.items()},
-        }
-        (self.out / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-        self.checkpoint_path.unlink(missing_ok=True)
-        return self.out
+        return self._finish({"parameters": sum(p.numel() for p in self.model.parameters())})
 
 
 def train_organism(

@@ -20,7 +20,6 @@ step, time) is written atomically every ``checkpoint_seconds``; re-running the s
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable
@@ -38,7 +37,6 @@ from eahlib.organism.smollm2 import ADAPTER_DIR, IMAGE, MULTIMODAL_FILE, assembl
 from eahlib.organism.tokenizer import CAPTION_REQUEST, IMAGE_TOKENS, existence_question
 from eahlib.organism.train import (
     IGNORE_INDEX,
-    SUMMARY,
     Stage,
     StagedTrainer,
     _fresh_scene,
@@ -245,18 +243,7 @@ class SmolLM2Trainer(StagedTrainer):
         save_file(multimodal, self.out / MULTIMODAL_FILE, metadata={"format": "pt"})
         self.model.save_pretrained(self.out / ADAPTER_DIR)
         (self.out / ADAPTER_DIR / "README.md").unlink(missing_ok=True)
-        summary = {
-            "recipe": asdict(self.recipe),
-            "generator_version": GENERATOR_VERSION,
-            "trainable_parameters": sum(p.numel() for n, p in self._trainable_state().items()),
-            "torch_threads": torch.get_num_threads(),
-            "stage_seconds": {name: round(s, 1) for name, s in self.progress.seconds.items()},
-            "total_seconds": round(sum(self.progress.seconds.values()), 1),
-            "final_loss_ema": {name: round(v, 5) for name, v in self.progress.final_loss.items()},
-        }
-        (self.out / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-        self.checkpoint_path.unlink(missing_ok=True)
-        return self.out
+        return self._finish({"trainable_parameters": sum(p.numel() for p in self._trainable_state().values())})
 
 
 def train_smollm2_organism(
