@@ -29,10 +29,9 @@ from eahlib.models import load_model
 from eahlib.stats import bootstrap_mean, bootstrap_ratio
 
 Mode = Literal["small", "full"]
-SMALL_MODEL = "organism"
-"""Small mode's default: the tiny from-scratch organism. The LLaVA on SmolLM2-135M-Instruct (30 layers,
-a real first-token sink) is ``model_name="organism-smollm2"``; it becomes the default once the
-notebooks' small-mode sizes are set for it (see data/organism_smollm2/MODEL_CARD.md)."""
+SMALL_MODEL = "organism-smollm2"
+"""Small mode's default: the LLaVA on SmolLM2-135M-Instruct (30 layers, a real first-token sink; see
+data/organism_smollm2/MODEL_CARD.md). ``model_name="organism"`` is the tiny from-scratch organism (seconds)."""
 FULL_MODEL = "llava-hf/llava-1.5-7b-hf"
 
 

@@ -214,3 +214,20 @@ def test_fact_tables_show_the_first_token_sink(organism) -> None:
     conditions = eah_conditions((0, 1, 15), relative_thresholds=(2.0, 4.0))
     assert list(conditions) == ["greedy", "L0 densest", "L0 sparsest", "L0 random", "L1 densest", "L1 sparsest",
                                 "L1 random", "L15 densest", "L15 sparsest", "L15 random", "L1 densest k=2"]
+
+
+def test_a_checkpoint_resumes_only_under_the_recipe_of_its_finished_stages() -> None:
+    """A run stopped in ``align`` may continue with a longer ``instruct`` stage, never with another ``align``."""
+    from dataclasses import asdict, replace
+
+    from eahlib.organism.train_smollm2 import Recipe, _compatible
+
+    saved = asdict(Recipe())
+    align, instruct = Recipe().stages
+    longer_instruct = asdict(replace(Recipe(), stages=(align, replace(instruct, steps=instruct.steps + 100))))
+    other_align = asdict(replace(Recipe(), stages=(replace(align, lr=align.lr / 2), instruct)))
+    assert _compatible(saved, saved, "instruct")
+    assert _compatible(saved, longer_instruct, "align")
+    assert not _compatible(saved, longer_instruct, "instruct")
+    assert not _compatible(saved, other_align, "align")
+    assert not _compatible(saved, asdict(replace(Recipe(), lora_rank=8)), "align")

@@ -59,13 +59,13 @@ class Recipe:
     seed: int = 0
     stages: tuple[Stage, ...] = (
         Stage("align", steps=60, batch=8, lr=1e-3, warmup=0.1),
-        Stage("instruct", steps=220, batch=8, lr=1e-3, warmup=0.05),
+        Stage("instruct", steps=560, batch=8, lr=1e-3, warmup=0.05),
     )
     lora_rank: int = 16
     lora_alpha: int = 32
     vision_lr_scale: float = 0.25
     projector_lr_scale: float = 1.0
-    first_turn_caption_probability: float = 0.5
+    first_turn_caption_probability: float = 0.6
     extra_turn_probabilities: tuple[float, ...] = (0.8, 0.6, 0.4)
     negative_kinds: tuple[tuple[str, float], ...] = (("random", 0.5), ("popular", 0.25), ("adversarial", 0.25))
     weight_decay: float = 0.0
