@@ -183,8 +183,7 @@ def eah_effects(
         One row per condition: ``CHAIRs, CHAIRi, Recall, Len, POPE_accuracy`` each with ``_low``/``_high``,
         plus ``changed`` (captions that differ from the first condition's) and the sample sizes.
     """
-    from eahlib.bench.runner import read_records
-    from eahlib.experiments import evaluate_conditions, run_condition
+    from eahlib.experiments import _records, evaluate_conditions, run_condition
     from eahlib.stats import bootstrap_mean
 
     captions = setup.caption_items[:n_captions] if n_captions else setup.caption_items
@@ -192,9 +191,8 @@ def eah_effects(
     table = evaluate_conditions(setup, conditions, captions, questions, max_new_tokens, batch_size, seed)
     outputs, lengths = {}, {}
     for name, method in conditions.items():
-        files = run_condition(setup, name, method, captions, questions, max_new_tokens, batch_size)
-        wanted = {item.item_id for item in captions}
-        records = {r["item_id"]: r["output"] for r in read_records(files["chair"]) if r["item_id"] in wanted}
+        files = run_condition(setup, name, method, captions, max_new_tokens=max_new_tokens, batch_size=batch_size)
+        records = {r["item_id"]: r["output"] for r in _records(files["chair"], captions)}
         outputs[name] = records
         lengths[name] = bootstrap_mean([len(text.split()) for text in records.values()], seed=seed)
     reference = outputs[next(iter(conditions))]
