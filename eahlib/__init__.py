@@ -4,9 +4,12 @@ Pure sink metrics (tensor in, tensor out), the EAH intervention and attention ca
 transformers' ``AttentionInterface``, one declarative table of model families, and benchmarks.
 """
 
-from eahlib.ablation import ablate_heads
+import sys
+
 from eahlib.attention import AttentionCapture, capture_attention
-from eahlib.eah import PRESETS, EnhancedHeads, broadcast_head, enhance_attention_heads
+from eahlib.interventions import ablation, eah
+from eahlib.interventions.ablation import ablate_heads
+from eahlib.interventions.eah import PRESETS, EnhancedHeads, broadcast_head, enhance_attention_heads
 from eahlib.metrics import (
     MASSIVE_ACTIVATION_DIMS,
     SinkCriterion,
@@ -58,3 +61,7 @@ __all__ = [
     "uniform_received_attention",
 ]
 __version__ = "0.1.0"
+
+# EAH and head ablation lived at the package top before eahlib.interventions existed; both import paths work.
+sys.modules.setdefault("eahlib.eah", eah)
+sys.modules.setdefault("eahlib.ablation", ablation)

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from eahlib.attention import active_hooks
-from eahlib.eah import EnhancedHeads
+from eahlib.interventions.eah import EnhancedHeads
 
 
 def implausible(scores: Tensor, beta: float) -> Tensor:

@@ -75,7 +75,7 @@ from torch import Tensor, nn
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from eahlib.attention import AttentionCall, LayerHook, active_hooks, layer_hooks
-from eahlib.eah import EnhancedHeads
+from eahlib.interventions.eah import EnhancedHeads
 from eahlib.methods.registry import Component, register
 from eahlib.models import decoder_layers, image_token_mask
 

@@ -49,13 +49,21 @@ class Component:
     description: str = ""
 
 
+class NoRecord:
+    """The recorder of an intervention with nothing to record per sample."""
+
+    def extras(self, batch: int) -> list[dict[str, Any]]:
+        return [{} for _ in range(batch)]
+
+
 COMPONENTS: dict[str, Component] = {}
 
 BUILTIN_MODULES: tuple[str, ...] = (
     "eahlib.methods.builtin", "eahlib.methods.pai", "eahlib.methods.vcd", "eahlib.methods.dola",
-    "eahlib.methods.opera",
+    "eahlib.methods.opera", "eahlib.interventions.eah", "eahlib.interventions.ablation",
 )
-"""Modules that register the shipped components when imported (one module per method)."""
+"""Modules that register the shipped components when imported (one module per method): decoders in
+``eahlib.methods``, interventions in ``eahlib.interventions``."""
 
 
 def components() -> dict[str, Component]:

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from eahlib.methods.registry import Component, NoRecord, register
 from eahlib.models import attention_module, decoder, head_count, text_config
 
 AblationMode = Literal["zero", "mean"]
@@ -110,3 +111,17 @@ def ablate_heads(
     finally:
         for handle in handles:
             handle.remove()
+
+
+@contextlib.contextmanager
+def ablate(model: nn.Module, heads: Mapping[str | int, list[int]], mode: str) -> Iterator[NoRecord]:
+    """Zero or mean-ablate heads, ``heads={layer: [head, ...]}`` (see :func:`ablate_heads`)."""
+    if not heads:
+        raise ValueError("ablate needs heads={layer: [head, ...]}, e.g. --param 'ablate.heads={\"1\": [0]}'.")
+    with ablate_heads(model, {int(layer): list(chosen) for layer, chosen in heads.items()}, mode):  # type: ignore[arg-type]
+        yield NoRecord()
+
+
+register(Component("ablate", "intervention", ablate, {"heads": {}, "mode": "zero"}, "analysis tool",
+                   description="zero- or mean-ablate heads ({layer: [head, ...]}) at the input of the attention "
+                               "output projection"))

@@ -24,12 +24,13 @@ import warnings
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
 from eahlib.attention import AttentionCall, LayerHook, PromptTracker, layer_hooks, track_prompts
+from eahlib.methods.registry import Component, register
 from eahlib.metrics import NORMALIZERS, Normalizer, SinkCriterion, sink_criterion, sink_mask
 from eahlib.models import decoder_layers, head_count
 
@@ -224,3 +225,36 @@ def enhance_attention_heads(
                 yield hook
     finally:
         _ACTIVE_EAH.discard(model)
+
+
+class _EAHRecorder:
+    def __init__(self, enhanced: EnhancedHeads) -> None:
+        self.enhanced = enhanced
+
+    def extras(self, batch: int) -> list[dict[str, Any]]:
+        heads = self.enhanced.chosen_heads[0] if self.enhanced.chosen_heads else torch.full((batch,), -1)
+        densities = self.enhanced.densities[0] if self.enhanced.densities else None
+        step = heads.shape[0] // batch  # beam search expands each sample into num_beams rows
+        return [
+            {"eah_head": int(heads[i * step]),
+             "eah_density": int(densities[i * step].max()) if densities is not None else 0}
+            for i in range(batch)
+        ]
+
+
+@contextlib.contextmanager
+def eah(model: nn.Module, **params: Any) -> Iterator[_EAHRecorder]:
+    """EAH (arXiv:2411.09968) around any decoder; see :func:`enhance_attention_heads`."""
+    with enhance_attention_heads(model, **params) as enhanced:
+        yield _EAHRecorder(enhanced)
+
+
+register(Component(
+    "eah", "intervention", eah,
+    {"layer": None, "threshold": None, "relative_threshold": None, "normalizer": None, "head": "densest",
+     "decode": "off", "preset": None, "seed": 0},
+    "Zhang et al., Seeing Clearly by Layer Two: Enhancing Attention Heads to Alleviate Hallucination in LVLMs, "
+    "arXiv:2411.09968",
+    description="EAH: broadcast the shallow-layer head with the most vision sinks to every head of that layer "
+                "(defaults None: layer 1, threshold 8e-4, causal normalizer, as the paper preset)",
+))
