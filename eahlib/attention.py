@@ -30,10 +30,11 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, eager_mask, sdpa_mask
 
+from eahlib.metrics import beyond_causal
 from eahlib.models import (
+    attention_layers,
     attention_module,
     decoder,
-    decoder_layers,
     image_token_mask,
     language_model,
     model_family,
@@ -52,16 +53,34 @@ class AttentionCall:
         module: the attention module.
         scores: ``[B, H, q, k]`` float32 pre-softmax logits, mask already added.
         probs: ``[B, H, q, k]`` float32 post-softmax attention (``None`` while scores are adjusted).
-        key_mask: ``[B, k]`` bool, the keys the last query may attend: the real (non-padding)
-            tokens under a causal mask.
+        visible: ``[B, q, k]`` bool, query ``i`` may attend key ``j`` under this layer's own mask
+            (causal, sliding window, chunked, bidirectional blocks, padding).
         is_prefill: no cached keys (``q == k``): the call processes the whole sequence.
     """
 
     module: nn.Module
     scores: Tensor
     probs: Tensor | None
-    key_mask: Tensor
+    visible: Tensor
     is_prefill: bool
+
+    @property
+    def real_keys(self) -> Tensor:
+        """``[B, k]`` bool: at a prefill, the real (non-padding) tokens; at a decoding step, the real keys the
+        new token can see (in a sliding-window layer, older tokens are out of its view).
+
+        A prefill reads them from the mask's diagonal: transformers masks a key for every query, itself
+        included, exactly when the padding mask marks it as padding, and a real token always sees itself.
+        One query's row would not do: in a sliding-window layer it hides the real tokens outside its window.
+        """
+        if self.is_prefill:
+            return self.visible.diagonal(dim1=-2, dim2=-1)
+        return self.visible.any(-2)
+
+    def visibility(self) -> Tensor | None:
+        """The prefill's visibility for the sink definitions: ``None`` when the mask is plain causal over the
+        real tokens (the closed forms of :mod:`eahlib.metrics`), else ``[B, N, N]``."""
+        return beyond_causal(self.visible, self.real_keys)
 
 
 class LayerHook:
@@ -120,6 +139,7 @@ def attention_scores(
     key: Tensor,
     attention_mask: Tensor | None,
     scaling: float | None = None,
+    softcap: float | None = None,
 ) -> Tensor:
     """Masked pre-softmax attention logits of every query head, in float32.
 
@@ -129,6 +149,7 @@ def attention_scores(
         key: ``[B, H_kv, k, d]``.
         attention_mask: bool (True = attend), additive float, or ``None`` (causal).
         scaling: score scale (default ``d ** -0.5``).
+        softcap: logit soft-capping ``c * tanh(x / c)`` before the mask (Gemma 2 and its descendants).
 
     Returns:
         ``[B, H, q, k]`` float32; masked positions hold the float32 minimum.
@@ -137,17 +158,44 @@ def attention_scores(
     key = repeat_kv(key, groups) if groups > 1 else key
     scale = query.shape[-1] ** -0.5 if scaling is None else scaling
     scores = torch.matmul(query.float(), key.float().transpose(2, 3)) * scale
+    if softcap is not None:
+        scores = torch.tanh(scores / softcap) * softcap
     mask = _additive_mask(attention_mask, query.shape[2], key.shape[2], query.device)
     return scores + mask[..., : key.shape[2]]
 
 
-def _key_mask(attention_mask: Tensor | None, batch: int, key_length: int, device: torch.device) -> Tensor:
-    """``[B, k]`` keys visible to the last query (real tokens, under a causal mask)."""
+def attention_probabilities(scores: Tensor, sinks: Tensor | None = None) -> Tensor:
+    """Softmax over the keys; with per-head ``sinks`` logits (gpt-oss style), each row also spreads over a
+    virtual sink that is then dropped, so a row sums to less than 1.
+
+    Args:
+        scores: ``[B, H, q, k]`` float32 logits.
+        sinks: ``[H]`` sink logits, or ``None``.
+
+    Returns:
+        ``[B, H, q, k]`` float32.
+    """
+    if sinks is None:
+        return torch.softmax(scores, dim=-1)
+    sink = sinks.float().reshape(1, -1, 1, 1).expand(*scores.shape[:-1], 1)
+    return torch.softmax(torch.cat([scores, sink], dim=-1), dim=-1)[..., :-1]
+
+
+def visible_keys(attention_mask: Tensor | None, batch: int, query_length: int, key_length: int,
+                 device: torch.device) -> Tensor:
+    """``[B, q, k]`` bool: which keys each query may attend, from the mask transformers hands over.
+
+    ``None`` (SDPA's causal shortcut, no padding) means plain causal attention with the queries at the end;
+    a mask with a head dimension counts a key as visible when any head may attend it.
+    """
     if attention_mask is None:
-        return torch.ones(batch, key_length, dtype=torch.bool, device=device)
-    last = attention_mask[..., -1, :key_length]
-    visible = last if last.dtype == torch.bool else last > torch.finfo(last.dtype).min / 2
-    return visible.reshape(visible.shape[0], -1, key_length).any(1).expand(batch, -1)
+        query_pos = torch.arange(query_length, device=device).unsqueeze(-1) + (key_length - query_length)
+        return (torch.arange(key_length, device=device) <= query_pos).expand(batch, -1, -1)
+    mask = attention_mask[..., :key_length]
+    visible = mask if mask.dtype == torch.bool else mask > torch.finfo(mask.dtype).min / 2
+    if visible.dim() == 4:
+        visible = visible.any(1)
+    return visible.expand(batch, query_length, key_length)
 
 
 def _explicit_attention(
@@ -159,13 +207,15 @@ def _explicit_attention(
     scaling: float | None,
     dropout: float,
     hooks: list[LayerHook],
+    softcap: float | None = None,
+    sinks: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    call = AttentionCall(module, attention_scores(module, query, key, attention_mask, scaling), None,
-                         _key_mask(attention_mask, query.shape[0], key.shape[2], query.device),
+    call = AttentionCall(module, attention_scores(module, query, key, attention_mask, scaling, softcap), None,
+                         visible_keys(attention_mask, query.shape[0], query.shape[2], key.shape[2], query.device),
                          query.shape[2] == key.shape[2])
     for hook in hooks:
         call.scores = hook.adjust_scores(call)
-    call.probs = torch.softmax(call.scores, dim=-1)
+    call.probs = attention_probabilities(call.scores, sinks)
     for hook in hooks:
         call.probs = hook(call)
     probs = call.probs
@@ -193,13 +243,14 @@ def _eahlib_attention(
     active = [h for h in hooks if h.wants_probabilities(query.shape[2] == key.shape[2])]
     if not active and base == "sdpa":
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
-    for unsupported in ("softcap", "s_aux", "sinks"):
-        if kwargs.get(unsupported) is not None:
-            raise NotImplementedError(
-                f"{type(module).__name__} passes `{unsupported}` to its attention; eahlib's explicit attention does "
-                "not implement it, so this layer cannot provide probabilities."
-            )
-    return _explicit_attention(module, query, key, value, attention_mask, scaling, dropout, active)
+    sinks = kwargs.get("s_aux", kwargs.get("sinks"))
+    if sinks is not None and sinks.dim() != 1:
+        raise NotImplementedError(
+            f"{type(module).__name__} passes attention sinks of shape {list(sinks.shape)}; eahlib's explicit attention "
+            "implements one sink logit per head ([heads]), so this layer cannot provide probabilities."
+        )
+    return _explicit_attention(module, query, key, value, attention_mask, scaling, dropout, active,
+                               kwargs.get("softcap"), sinks)
 
 
 def _register() -> None:
@@ -213,11 +264,14 @@ _register()
 
 
 def _set_text_attention(model: nn.Module, implementation: str) -> None:
-    family = model_family(model)
-    if family.text_config is None:
-        model.set_attn_implementation(implementation)
-    else:
-        model.set_attn_implementation({family.text_config: implementation})
+    """Switch the language model's attention only: its sub-config (``{"text_config": impl}``, nested for a dotted
+    path), or the top config alone (``{"": impl}``) when the language model uses it; every other sub-config (the
+    vision tower, an audio tower) keeps its own implementation."""
+    path = model_family(model).text_config
+    request: dict[str, Any] = {"": implementation}
+    for part in reversed(path.split(".") if path else ()):
+        request = {part: request}
+    model.set_attn_implementation(request)
 
 
 @contextlib.contextmanager
@@ -281,8 +335,8 @@ def layer_hooks(model: nn.Module, hooks: Mapping[int, LayerHook]) -> Iterator[No
 
 def active_hooks(model: nn.Module) -> dict[int, list[LayerHook]]:
     """The layer hooks currently installed on ``model``'s language model, by layer."""
-    modules = [getattr(layer, "self_attn", None) for layer in decoder_layers(model)]
-    return {i: list(_LAYER_HOOKS[m]) for i, m in enumerate(modules) if m is not None and _LAYER_HOOKS.get(m)}
+    modules = {i: attention_module(model, i) for i in attention_layers(model)}
+    return {i: list(_LAYER_HOOKS[m]) for i, m in modules.items() if _LAYER_HOOKS.get(m)}
 
 
 @dataclass
@@ -323,13 +377,13 @@ def capture_attention(model: nn.Module, layers: int | list[int] | tuple[int, ...
 
     Args:
         model: a supported vision-language model.
-        layers: layer indices (default: all decoder layers).
+        layers: layer indices (default: every decoder layer with attention).
 
     Yields:
         An :class:`AttentionCapture` whose ``attentions`` fill as the model runs.
     """
     if layers is None:
-        layers = list(range(len(decoder_layers(model))))
+        layers = attention_layers(model)
     elif isinstance(layers, int):
         layers = [layers]
     capture = AttentionCapture(tuple(layers))
@@ -341,15 +395,24 @@ def capture_attention(model: nn.Module, layers: int | list[int] | tuple[int, ...
 class PromptTracker:
     """Knows the token ids of the sequence the language model is processing.
 
-    Two forward pre-hooks: one on the input-embedding module (which sees the ids wherever the
-    embeddings are computed, also in ``generate`` paths that pass ``inputs_embeds`` on) and
-    one on the decoder, which takes those ids, or its own ``input_ids``, at the start of each
-    forward. ``input_ids`` is ``None`` when the current forward came with embeddings only.
+    The ids reach the decoder in one of three ways, and three forward pre-hooks catch them: the decoder's own
+    ``input_ids``; the full model's ``input_ids``, while the full model's forward runs (families that embed the
+    prompt themselves and may replace image-token ids before the embedding lookup, as Gemma 3 does for ids
+    outside the vocabulary); or the ids of the last input-embedding call (``generate`` paths that pass
+    ``inputs_embeds`` on, as InstructBLIP's). ``input_ids`` is ``None`` when a forward came with embeddings only.
     """
 
     model: nn.Module
     input_ids: Tensor | None = None
     _pending: Tensor | None = None
+    _outer: Tensor | None = None
+
+    def saw_model_call(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        self._outer = ids if isinstance(ids, Tensor) else None
+
+    def left_model_call(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        self._outer = None
 
     def saw_embedding_call(self, module: nn.Module, args: tuple[Any, ...]) -> None:
         self._pending = args[0] if args and isinstance(args[0], Tensor) else None
@@ -358,8 +421,11 @@ class PromptTracker:
         ids = kwargs.get("input_ids", args[0] if args else None)
         embeds = kwargs.get("inputs_embeds")
         pending, self._pending = self._pending, None
-        if ids is None and embeds is not None and pending is not None and pending.shape == embeds.shape[:2]:
-            ids = pending
+        if ids is None and embeds is not None:
+            for candidate in (self._outer, pending):
+                if candidate is not None and candidate.shape == embeds.shape[:2]:
+                    ids = candidate
+                    break
         self.input_ids = ids
 
     def image_mask(self, key_length: int) -> Tensor:
@@ -383,6 +449,8 @@ def track_prompts(model: nn.Module) -> Iterator[PromptTracker]:
     tracker = PromptTracker(model)
     handles = []
     try:
+        handles.append(model.register_forward_pre_hook(tracker.saw_model_call, with_kwargs=True))
+        handles.append(model.register_forward_hook(tracker.left_model_call))
         handles.append(model.get_input_embeddings().register_forward_pre_hook(tracker.saw_embedding_call))
         handles.append(decoder(model).register_forward_pre_hook(tracker.saw_decoder_call, with_kwargs=True))
         yield tracker

@@ -9,6 +9,7 @@ processor expands into the prompt. Everything else in eahlib asks this table; th
 from __future__ import annotations
 
 import importlib
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,72 +24,140 @@ class ModelFamily:
 
     Attributes:
         name: short family name.
+        model_types: the ``config.model_type`` values of the family's checkpoints.
         architectures: class names of the full models of this family.
-        language_model: dotted attribute path from the full model to the language model.
-        text_config: name of the language model's sub-config (``None``: the top config).
-        image_token_attrs: config attributes holding visual-token ids (missing ones skipped).
+        language_model: dotted attribute path from the full model to the language model (``""``: the
+            full model is itself the decoder, as in Phi-4-multimodal).
+        text_config: dotted path of the language model's sub-config (``None``: the top config).
+        image_token_attrs: config attributes holding visual-token ids, dotted paths from the top config
+            (``"vision_config.image_token_id"``); also looked up on the text config; missing ones skipped.
         checkpoint: a public checkpoint of the family, for documentation and examples.
+        attention: attribute of a decoder layer holding its self-attention module; a layer without it
+            (a hybrid model's convolution or recurrent layer) has no attention to study.
+        auto_class: the ``transformers`` auto class that loads the family's checkpoints.
+        notes: what is special about the family for eahlib (masks, layout), shown in the support matrix.
     """
 
     name: str
+    model_types: tuple[str, ...]
     architectures: tuple[str, ...]
     language_model: str
     text_config: str | None
     image_token_attrs: tuple[str, ...]
     checkpoint: str
+    attention: str = "self_attn"
+    auto_class: str = "AutoModelForImageTextToText"
+    notes: str = ""
 
+
+@dataclass(frozen=True)
+class UnservedFamily:
+    """A vision-language family eahlib cannot serve, and why (raised by :func:`model_family`).
+
+    Attributes:
+        model_types: the ``config.model_type`` values.
+        architectures: class names of the full models.
+        reason: why the definitions or the interventions do not apply, or what fails.
+    """
+
+    model_types: tuple[str, ...]
+    architectures: tuple[str, ...]
+    reason: str
+
+
+_IMAGE_IDS = ("image_token_id", "image_token_index")
 
 FAMILIES: tuple[ModelFamily, ...] = (
-    ModelFamily(
-        "llava", ("LlavaForConditionalGeneration",), "model.language_model", "text_config",
-        ("image_token_id", "image_token_index"), "llava-hf/llava-1.5-7b-hf",
-    ),
-    ModelFamily(
-        "llava_next", ("LlavaNextForConditionalGeneration",), "model.language_model", "text_config",
-        ("image_token_id", "image_token_index"), "llava-hf/llava-v1.6-vicuna-7b-hf",
-    ),
-    ModelFamily(
-        "qwen2_vl", ("Qwen2VLForConditionalGeneration",), "model.language_model", "text_config",
-        ("image_token_id", "video_token_id"), "Qwen/Qwen2-VL-2B-Instruct",
-    ),
-    ModelFamily(
-        "qwen2_5_vl", ("Qwen2_5_VLForConditionalGeneration",), "model.language_model", "text_config",
-        ("image_token_id", "video_token_id"), "Qwen/Qwen2.5-VL-3B-Instruct",
-    ),
-    ModelFamily(
-        "instructblip", ("InstructBlipForConditionalGeneration",), "language_model", "text_config",
-        ("image_token_id", "image_token_index"), "Salesforce/instructblip-vicuna-7b",
-    ),
+    ModelFamily("llava", ("llava",), ("LlavaForConditionalGeneration",), "model.language_model", "text_config",
+                _IMAGE_IDS, "llava-hf/llava-1.5-7b-hf"),
+    ModelFamily("llava_next", ("llava_next",), ("LlavaNextForConditionalGeneration",), "model.language_model",
+                "text_config", _IMAGE_IDS, "llava-hf/llava-v1.6-vicuna-7b-hf",
+                notes="any-resolution tiles: the image-token count depends on the image size"),
+    ModelFamily("qwen2_vl", ("qwen2_vl",), ("Qwen2VLForConditionalGeneration",), "model.language_model",
+                "text_config", ("image_token_id", "video_token_id"), "Qwen/Qwen2-VL-2B-Instruct",
+                notes="GQA, M-RoPE"),
+    ModelFamily("qwen2_5_vl", ("qwen2_5_vl",), ("Qwen2_5_VLForConditionalGeneration",), "model.language_model",
+                "text_config", ("image_token_id", "video_token_id"), "Qwen/Qwen2.5-VL-3B-Instruct",
+                notes="GQA, M-RoPE, windowed vision attention"),
+    ModelFamily("instructblip", ("instructblip",), ("InstructBlipForConditionalGeneration",), "language_model",
+                "text_config", _IMAGE_IDS, "Salesforce/instructblip-vicuna-7b",
+                notes="Q-Former queries are the image tokens; generate runs the language model on embeddings"),
+    ModelFamily("blip_2", ("blip-2",), ("Blip2ForConditionalGeneration",), "language_model", "text_config",
+                _IMAGE_IDS, "Salesforce/blip2-opt-2.7b",
+                notes="language model at the top (OPT or Flan-T5 decoder-only variants); checkpoints without "
+                      "image_token_index prepend the queries without image tokens and are refused"),
+    ModelFamily("idefics3", ("idefics3",), ("Idefics3ForConditionalGeneration",), "model.text_model",
+                "text_config", _IMAGE_IDS, "HuggingFaceM4/Idefics3-8B-Llama3",
+                notes="language model at model.text_model"),
+    ModelFamily("smolvlm", ("smolvlm",), ("SmolVLMForConditionalGeneration",), "model.text_model", "text_config",
+                _IMAGE_IDS, "HuggingFaceTB/SmolVLM-256M-Instruct", notes="language model at model.text_model"),
+    ModelFamily("gemma3", ("gemma3",), ("Gemma3ForConditionalGeneration",), "model.language_model", "text_config",
+                _IMAGE_IDS, "google/gemma-3-4b-it",
+                notes="sliding-window layers (5 of every 6); bidirectional attention inside each image"),
+    ModelFamily("paligemma", ("paligemma",), ("PaliGemmaForConditionalGeneration",), "model.language_model",
+                "text_config", _IMAGE_IDS, "google/paligemma2-3b-mix-224",
+                notes="bidirectional prefix (image and prompt); no chat template"),
+    ModelFamily("lfm2_vl", ("lfm2_vl",), ("Lfm2VlForConditionalGeneration",), "model.language_model",
+                "text_config", _IMAGE_IDS, "LiquidAI/LFM2-VL-450M",
+                notes="hybrid language model: short-convolution layers between attention layers"),
+    ModelFamily("phi4_multimodal", ("phi4_multimodal",), ("Phi4MultimodalForCausalLM",), "model", None,
+                ("vision_config.image_token_id",), "microsoft/Phi-4-multimodal-instruct",
+                auto_class="AutoModelForCausalLM",
+                notes="no text sub-config (the top config is the language model's); image id under vision_config"),
+)
+
+UNSERVED: tuple[UnservedFamily, ...] = (
+    UnservedFamily(("mllama",), ("MllamaForConditionalGeneration",),
+                   "cross-attention model: the image reaches the language model through cross-attention layers, "
+                   "not as tokens of the sequence, so there are no image tokens whose received attention to count"),
 )
 
 GENERIC_FAMILY = ModelFamily(
-    "generic", (), "model.language_model", "text_config", ("image_token_id", "image_token_index"), ""
+    "generic", (), (), "model.language_model", "text_config", _IMAGE_IDS, ""
 )
 """Tried for a model outside the table: the layout most recent transformers VLMs share."""
 
 
-def _resolve(root: nn.Module, path: str) -> Any:
+def _resolve(root: Any, path: str) -> Any:
     obj: Any = root
-    for part in path.split("."):
+    for part in path.split(".") if path else ():
         obj = getattr(obj, part, None)
         if obj is None:
             return None
     return obj
 
 
+_WARNED_GENERIC: set[str] = set()
+
+
 def model_family(model: nn.Module) -> ModelFamily:
-    """The table row for ``model`` (or the generic layout, if it fits).
+    """The table row for ``model`` (or the generic layout, if it fits, with a warning).
 
     Raises:
-        ValueError: the model is neither in the table nor shaped like a standard VLM.
+        ValueError: the family cannot be served (:data:`UNSERVED` says why), or the model is neither in the
+            table nor shaped like a standard VLM.
     """
     class_name = type(model).__name__
     for family in FAMILIES:
         if class_name in family.architectures:
             return family
+    for unserved in UNSERVED:
+        if class_name in unserved.architectures:
+            raise ValueError(f"eahlib cannot serve {class_name}: {unserved.reason}.")
     config = getattr(model, "config", None)
     has_image_token = any(getattr(config, a, None) is not None for a in GENERIC_FAMILY.image_token_attrs)
     if has_image_token and _resolve(model, GENERIC_FAMILY.language_model) is not None:
+        if class_name not in _WARNED_GENERIC:
+            _WARNED_GENERIC.add(class_name)
+            model_type = getattr(config, "model_type", "?")
+            warnings.warn(
+                f"{class_name} is not in eahlib's family table; trying the generic layout (language model at "
+                "`model.language_model`, sub-config `text_config`, image tokens from `image_token_id`/"
+                "`image_token_index`). If it works, add this row to eahlib.models.FAMILIES so it is tested: "
+                f"ModelFamily({model_type!r}, ({model_type!r},), ({class_name!r},), \"model.language_model\", "
+                f"\"text_config\", _IMAGE_IDS, \"<hub checkpoint>\").",
+                stacklevel=2,
+            )
         return GENERIC_FAMILY
     supported = ", ".join(a for f in FAMILIES for a in f.architectures)
     raise ValueError(
@@ -110,7 +179,7 @@ def language_model(model: nn.Module) -> nn.Module:
 def text_config(model: nn.Module) -> Any:
     """The language model's config object (shared with the language model module)."""
     family = model_family(model)
-    config = model.config if family.text_config is None else getattr(model.config, family.text_config)
+    config = model.config if family.text_config is None else _resolve(model.config, family.text_config)
     if config is None:
         raise ValueError(f"{type(model).__name__}: config has no `{family.text_config}`.")
     return config
@@ -133,22 +202,31 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
     return decoder(model).layers
 
 
+def attention_layers(model: nn.Module) -> list[int]:
+    """Indices of the decoder layers that have self-attention (all of them, except in hybrid models)."""
+    name = model_family(model).attention
+    return [i for i, layer in enumerate(decoder_layers(model)) if getattr(layer, name, None) is not None]
+
+
 def attention_module(model: nn.Module, layer: int) -> nn.Module:
     """The self-attention module of decoder layer ``layer`` (0-based; negative counts from the end).
 
     Raises:
         IndexError: ``layer`` is out of range.
-        ValueError: the layer has no ``self_attn`` module.
+        ValueError: the layer has no self-attention (a hybrid model's convolution layer, say).
     """
     layers = decoder_layers(model)
-    if not isinstance(layer, int) or not -len(layers) <= layer < len(layers):
+    if isinstance(layer, bool) or not isinstance(layer, int) or not -len(layers) <= layer < len(layers):
         raise IndexError(
             f"layer={layer!r} is out of range: the language model has {len(layers)} decoder layers "
             f"(valid: 0..{len(layers) - 1})."
         )
-    attention = getattr(layers[layer], "self_attn", None)
+    attention = getattr(layers[layer], model_family(model).attention, None)
     if attention is None:
-        raise ValueError(f"Decoder layer {layer} of {type(model).__name__} has no `self_attn` module.")
+        raise ValueError(
+            f"Decoder layer {layer % len(layers)} of {type(model).__name__} has no self-attention (a hybrid model's "
+            f"{type(layers[layer]).__name__} without attention); its attention layers are {attention_layers(model)}."
+        )
     return attention
 
 
@@ -161,11 +239,12 @@ def image_token_ids(model: nn.Module) -> list[int]:
     """Ids of the visual tokens (image, and video where the family has one) in the prompt."""
     family = model_family(model)
     configs = [model.config, text_config(model)]
-    ids = {int(v) for a in family.image_token_attrs for c in configs if (v := getattr(c, a, None)) is not None}
+    ids = {int(v) for a in family.image_token_attrs for c in configs if (v := _resolve(c, a)) is not None}
     if not ids:
         raise ValueError(
             f"{type(model).__name__}: none of the config attributes {family.image_token_attrs} is set, so image "
-            "tokens cannot be located in input_ids."
+            "tokens cannot be located in input_ids (a checkpoint that feeds image features without image "
+            "tokens in the prompt cannot be served)."
         )
     return sorted(ids)
 
@@ -217,7 +296,7 @@ def load_model(
     Returns:
         ``(model, processor)``, the model in eval mode.
     """
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    import transformers
 
     if name_or_path in BUILTIN_MODELS:
         module_name, function = BUILTIN_MODELS[name_or_path].split(":")
@@ -227,14 +306,26 @@ def load_model(
         if isinstance(device_map, str) and device_map != "auto":
             model = model.to(device_map)
         return model.eval(), processor
-    model = AutoModelForImageTextToText.from_pretrained(
+    model_type = transformers.AutoConfig.from_pretrained(name_or_path).model_type
+    auto_class = family_of_model_type(model_type).auto_class
+    model = getattr(transformers, auto_class).from_pretrained(
         name_or_path, dtype=dtype, device_map=device_map, attn_implementation=attn_implementation, **kwargs
     )
     model_family(model)
-    processor = AutoProcessor.from_pretrained(name_or_path)
+    processor = transformers.AutoProcessor.from_pretrained(name_or_path)
     return model.eval(), processor
 
 
-def supported_families() -> Sequence[str]:
-    """Names of the families in the table."""
-    return [f.name for f in FAMILIES]
+def family_of_model_type(model_type: str) -> ModelFamily:
+    """The table row for a checkpoint's ``config.model_type`` (before any weights are downloaded).
+
+    Raises:
+        ValueError: the family cannot be served (with the reason from :data:`UNSERVED`).
+    """
+    for family in FAMILIES:
+        if model_type in family.model_types:
+            return family
+    for unserved in UNSERVED:
+        if model_type in unserved.model_types:
+            raise ValueError(f"eahlib cannot serve model type {model_type!r}: {unserved.reason}.")
+    return GENERIC_FAMILY

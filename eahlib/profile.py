@@ -17,8 +17,8 @@ import torch
 from torch import Tensor, nn
 
 from eahlib.attention import AttentionCall, LayerHook, PromptTracker, layer_hooks, track_prompts
-from eahlib.metrics import Normalizer, SinkCriterion, received_attention, sink_criterion
-from eahlib.models import decoder_layers
+from eahlib.metrics import Normalizer, SinkCriterion, received_attention, sink_criterion, uniform_received_attention
+from eahlib.models import attention_layers
 
 
 @dataclass
@@ -28,7 +28,9 @@ class SinkProfile:
     Attributes:
         density: ``[L, B, H]`` int64, vision sinks per layer, sample and head.
         scores: ``[L, B, H, N]`` float32 received scores of every key (0 at padding).
-        bounds: ``[B, N]`` float32, the score a sink must exceed at each position.
+        uniform: ``[L, B, N]`` float32 uniform scores under each layer's own mask (a sliding-window
+            layer's differ from a full-attention layer's).
+        bounds: ``[L, B, N]`` float32, the score a sink must exceed at each layer and position.
         image_mask: ``[B, N]`` bool, image-token positions.
         attention_mask: ``[B, N]`` bool, real tokens.
         criterion: the sink criterion used.
@@ -38,6 +40,7 @@ class SinkProfile:
 
     density: Tensor
     scores: Tensor
+    uniform: Tensor
     bounds: Tensor
     image_mask: Tensor
     attention_mask: Tensor
@@ -46,27 +49,28 @@ class SinkProfile:
     layers: list[int]
 
     def image_scores(self, layer: int, sample: int = 0) -> Tensor:
-        """``[H, n_image]`` received scores over one sample's image tokens, in prompt order."""
+        """``[H, n_image]`` received scores over one sample's image tokens, in prompt order (``layer``: row)."""
         return self.scores[layer, sample][:, self.image_mask[sample]]
 
     @classmethod
     def from_scores(
         cls,
         scores: Tensor,
+        uniform: Tensor,
         image_mask: Tensor,
         attention_mask: Tensor,
         criterion: SinkCriterion,
         normalizer: Normalizer,
         layers: list[int],
     ) -> SinkProfile:
-        """The profile of received scores ``[L, B, H, N]`` under ``criterion`` (bounds and density derived)."""
-        bounds = criterion.bounds(attention_mask, normalizer, image_mask).squeeze(1)
+        """The profile of received scores ``[L, B, H, N]`` and uniform scores ``[L, B, N]`` under ``criterion``."""
+        bounds = criterion.bounds_from_uniform(uniform)
         density = _sink_events(scores, bounds, image_mask).sum(-1)
-        return cls(density, scores, bounds, image_mask, attention_mask, criterion, normalizer, layers)
+        return cls(density, scores, uniform, bounds, image_mask, attention_mask, criterion, normalizer, layers)
 
     def with_criterion(self, criterion: SinkCriterion) -> SinkProfile:
         """The same scores under another criterion (no new forward pass)."""
-        return SinkProfile.from_scores(self.scores, self.image_mask, self.attention_mask, criterion,
+        return SinkProfile.from_scores(self.scores, self.uniform, self.image_mask, self.attention_mask, criterion,
                                        self.normalizer, self.layers)
 
     def sinks(self) -> Tensor:
@@ -91,25 +95,37 @@ class SinkProfile:
 
 
 def _sink_events(scores: Tensor, bounds: Tensor, image_mask: Tensor) -> Tensor:
-    """``[L, B, H, N]`` bool: scores ``[L, B, H, N]`` above their bounds ``[B, N]`` on image tokens ``[B, N]``."""
-    return (scores > bounds[None, :, None, :]) & image_mask[None, :, None, :]
+    """``[L, B, H, N]`` bool: scores ``[L, B, H, N]`` above their bounds ``[L, B, N]`` on image tokens ``[B, N]``."""
+    return (scores > bounds[:, :, None, :]) & image_mask[None, :, None, :]
+
+
+@dataclass
+class _LayerReduction:
+    """What one layer's prefill leaves behind: received and uniform scores, image and real tokens."""
+
+    scores: Tensor
+    uniform: Tensor
+    image: Tensor
+    real: Tensor
 
 
 @dataclass(eq=False)
 class _ProfileHook(LayerHook):
-    """Observer that reduces one layer's prefill attention to received scores."""
+    """Observer that reduces one layer's prefill attention to received and uniform scores."""
 
     tracker: PromptTracker
     normalizer: Normalizer
-    results: list[tuple[Tensor, Tensor, Tensor]] = field(default_factory=list)
+    results: list[_LayerReduction] = field(default_factory=list)
 
     def wants_probabilities(self, is_prefill: bool) -> bool:
         return is_prefill
 
     def __call__(self, call: AttentionCall) -> Tensor:
-        image = self.tracker.image_mask(call.probs.shape[-1]).to(call.probs.device) & call.key_mask
-        scores = received_attention(call.probs, call.key_mask, self.normalizer, image)
-        self.results.append((scores.cpu(), image.cpu(), call.key_mask.cpu()))
+        real, visibility = call.real_keys, call.visibility()
+        image = self.tracker.image_mask(call.probs.shape[-1]).to(call.probs.device) & real
+        scores = received_attention(call.probs, real, self.normalizer, image, visibility)
+        uniform = uniform_received_attention(real, self.normalizer, image, visibility)
+        self.results.append(_LayerReduction(scores.cpu(), uniform.cpu(), image.cpu(), real.cpu()))
         return call.probs
 
 
@@ -133,7 +149,8 @@ def sink_profile(
         threshold: absolute sink threshold (default 8e-4 when ``relative_threshold`` is unset).
         normalizer: ``"causal"`` or ``"release"``.
         relative_threshold: ``k`` times the uniform-attention score.
-        layers: restrict to these layers (default all); ``density`` then has ``len(layers)`` rows.
+        layers: restrict to these layers (default: every layer with attention, which in a hybrid model
+            skips the convolution or recurrent layers); ``density`` has one row per layer.
         **inputs: the model inputs (``input_ids``, ``attention_mask``, ``pixel_values``, ...).
 
     Returns:
@@ -142,7 +159,7 @@ def sink_profile(
     criterion = sink_criterion(threshold, relative_threshold)
     if "input_ids" not in inputs:
         raise ValueError("sink_profile needs input_ids (to find the image tokens); pass the processor's output.")
-    layer_ids = list(range(len(decoder_layers(model)))) if layers is None else list(layers)
+    layer_ids = attention_layers(model) if layers is None else list(layers)
     with track_prompts(model) as tracker:
         hooks = {layer: _ProfileHook(tracker, normalizer) for layer in layer_ids}
         with layer_hooks(model, hooks):
@@ -150,9 +167,11 @@ def sink_profile(
     missing = [layer for layer, hook in hooks.items() if len(hook.results) != 1]
     if missing:
         raise RuntimeError(f"Layers {missing} did not dispatch their attention through eahlib; cannot profile them.")
-    scores = torch.stack([hooks[layer].results[0][0] for layer in layer_ids])
-    _, image, real = hooks[layer_ids[0]].results[0]
-    return SinkProfile.from_scores(scores, image, real, criterion, normalizer, layer_ids)
+    reductions = [hooks[layer].results[0] for layer in layer_ids]
+    scores = torch.stack([r.scores for r in reductions])
+    uniform = torch.stack([r.uniform for r in reductions])
+    first = reductions[0]
+    return SinkProfile.from_scores(scores, uniform, first.image, first.real, criterion, normalizer, layer_ids)
 
 
 def threshold_sweep(

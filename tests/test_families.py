@@ -1,12 +1,15 @@
-"""Every supported family: image mask, sink profile, EAH and a short generate."""
+"""The family table beyond the support matrix: image-token counts, masks that are not plain causal, layers
+without attention, logit soft-capping and attention sinks, the generic fallback and refused families."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 import eahlib as eah
-from eahlib.models import FAMILIES, model_family
-from eahlib.testing import IMAGE_TOKEN, TINY_MODELS
+from eahlib.models import FAMILIES, UNSERVED, family_of_model_type, model_family
+from eahlib.testing import IMAGE_TOKEN, TINY_MODELS, _clip_vision, _left_pad, _seeded_images, _text_config
+from eahlib.testing.families import TINY_FAMILIES, _siglip_vision
 from tests.conftest import PROMPTS
 
 EXPECTED_IMAGE_TOKENS = {"llava": 16, "qwen2_vl": 4, "qwen2_5_vl": 4, "instructblip": 4}
@@ -14,37 +17,131 @@ EXPECTED_IMAGE_TOKENS = {"llava": 16, "qwen2_vl": 4, "qwen2_5_vl": 4, "instructb
 (Qwen), 4 Q-Former queries (InstructBLIP). LLaVA-NeXT's count is asked from the model itself."""
 
 
-def test_table_covers_every_tiny_model() -> None:
-    assert sorted(f.name for f in FAMILIES) == sorted(TINY_MODELS)
-
-
-def test_family_end_to_end(family_model) -> None:
-    name, model, make_inputs = family_model
-    assert model_family(model).name == name
+@pytest.mark.parametrize("name", sorted(TINY_MODELS))
+def test_image_tokens_are_found_by_id(name: str) -> None:
+    model, make_inputs = TINY_MODELS[name](0)
     inputs = make_inputs(PROMPTS)
-    image = eah.image_token_mask(model, inputs["input_ids"])
-    counts = image.sum(-1)
+    counts = eah.image_token_mask(model, inputs["input_ids"]).sum(-1)
     assert torch.equal(counts, (inputs["input_ids"] == IMAGE_TOKEN).sum(-1))
     if name in EXPECTED_IMAGE_TOKENS:
         assert counts.tolist() == [EXPECTED_IMAGE_TOKENS[name]] * len(PROMPTS)
     else:
         assert int(counts[0]) > 16  # any-resolution: base tile + high-resolution tiles + newlines
 
+
+def captured(model: torch.nn.Module, inputs: dict, layers: list[int]) -> dict[int, torch.Tensor]:
+    with eah.capture_attention(model, layers) as capture, torch.no_grad():
+        model(**inputs, use_cache=False)
+    return {layer: capture.attentions[layer][0] for layer in layers}
+
+
+def test_paligemma_prefix_has_sinks_at_k_1_only_under_the_mask_aware_baseline() -> None:
+    """PaliGemma's prompt is one bidirectional prefix: under the causal baseline no image token clears k = 1
+    (each query is assumed to spread over fewer keys than it sees); under the mask's own baseline they do."""
+    model, make_inputs = TINY_FAMILIES["paligemma"](0)
+    inputs = make_inputs(PROMPTS)
+    real, image = inputs["attention_mask"].bool(), eah.image_token_mask(model, inputs["input_ids"])
     profile = eah.sink_profile(model, relative_threshold=1.0, **inputs)
-    assert profile.density.shape == (2, len(PROMPTS), 4)
-    assert int(profile.density.sum()) > 0
-    assert (profile.density <= counts.view(1, -1, 1)).all()
+    for layer, probs in captured(model, inputs, [0, 1]).items():
+        causal = eah.sink_density(probs, image, attention_mask=real, relative_threshold=1.0)
+        assert int(causal.sum()) == 0
+        assert (profile.density[layer] > 0).all()
+    with eah.enhance_attention_heads(model, layer=0, relative_threshold=1.0) as enhanced, torch.no_grad():
+        model(**inputs)
+    assert (enhanced.chosen_heads[0] >= 0).all()
 
-    with torch.no_grad():
-        stock = model(**inputs).logits
-    with eah.enhance_attention_heads(model, layer=1, threshold=1e9), torch.no_grad():
-        same = model(**inputs).logits
+
+def test_gemma3_sliding_layer_counts_sinks_outside_the_last_query_window() -> None:
+    model, make_inputs = TINY_FAMILIES["gemma3"](0)
+    inputs = make_inputs(PROMPTS)
     real = inputs["attention_mask"].bool()
-    torch.testing.assert_close(same[real], stock[real], rtol=1e-5, atol=1e-5)
+    assert model.config.text_config.layer_types[1] == "sliding_attention"
+    probs = captured(model, inputs, [1])[1]
+    outside = real & ~(probs[:, :, -1] > 0).any(1)
+    assert (outside.sum(-1) > model.config.text_config.sliding_window).all()
+    profile = eah.sink_profile(model, relative_threshold=1.0, **inputs)
+    image = eah.image_token_mask(model, inputs["input_ids"])
+    assert (profile.density[1] > 0).any(-1).all()
+    assert ((profile.sinks()[1] & outside[:, None]).sum() > 0), "sinks the last query cannot see are still counted"
+    assert (profile.sinks()[1] <= image[:, None]).all()
 
-    with eah.enhance_attention_heads(model, layer=0, relative_threshold=1.0) as h:
-        tokens = model.generate(**inputs, max_new_tokens=3, do_sample=False)
-    assert tokens.shape[0] == len(PROMPTS)
-    assert h.densities[0].shape == (len(PROMPTS), 4)
-    assert torch.equal(h.densities[0], profile.density[0])
-    assert torch.equal(h.chosen_heads[0], profile.density[0].argmax(-1))
+
+def _two_prompts() -> dict[str, torch.Tensor]:
+    return _left_pad([[1, *[IMAGE_TOKEN] * 16, 5, 6, 7, 8, 9], [1, *[IMAGE_TOKEN] * 16, 5, 6]])
+
+
+def _stock_and_explicit(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    with torch.no_grad():
+        stock = model(**batch).logits
+    with eah.enhance_attention_heads(model, layer=1, threshold=1e9), torch.no_grad():
+        explicit = model(**batch).logits
+    real = batch["attention_mask"].bool()
+    return stock[real], explicit[real]
+
+
+def test_explicit_attention_soft_caps_logits_as_gemma2_does() -> None:
+    """PaliGemma 2's Gemma 2 language model soft-caps its attention logits."""
+    from transformers import PaliGemmaConfig, PaliGemmaForConditionalGeneration
+
+    text = _text_config(head_dim=8, attn_logit_softcapping=2.0, query_pre_attn_scalar=8) | {"model_type": "gemma2"}
+    config = PaliGemmaConfig(text_config=text, vision_config=_siglip_vision(), image_token_id=IMAGE_TOKEN,
+                             projection_dim=32)
+    torch.manual_seed(0)
+    model = PaliGemmaForConditionalGeneration(config).eval()
+    batch = _left_pad([[*[IMAGE_TOKEN] * 16, 1, 5, 6, 7, 8, 9], [*[IMAGE_TOKEN] * 16, 1, 5, 6]])
+    batch["pixel_values"] = _seeded_images([[1], [2]], (3, 8, 8), 0)
+    stock, explicit = _stock_and_explicit(model, batch)
+    torch.testing.assert_close(explicit, stock, rtol=1e-5, atol=1e-5)
+
+
+def test_explicit_attention_spreads_rows_over_per_head_sinks() -> None:
+    """A gpt-oss language model: each head's row also spreads over a learned sink logit."""
+    from transformers import LlavaConfig, LlavaForConditionalGeneration
+
+    text = _text_config(head_dim=8, num_local_experts=4, num_experts_per_tok=2, sliding_window=8,
+                        layer_types=["sliding_attention", "full_attention"]) | {"model_type": "gpt_oss"}
+    config = LlavaConfig(text_config=text, vision_config=_clip_vision(), image_token_id=IMAGE_TOKEN)
+    torch.manual_seed(0)
+    model = LlavaForConditionalGeneration(config).eval()
+    with torch.no_grad():
+        for layer in model.model.language_model.layers:
+            layer.self_attn.sinks.normal_(0.0, 2.0)
+    batch = _two_prompts()
+    batch["pixel_values"] = _seeded_images([[1], [2]], (3, 8, 8), 0)
+    stock, explicit = _stock_and_explicit(model, batch)
+    torch.testing.assert_close(explicit, stock, rtol=1e-5, atol=1e-5)
+    probs = captured(model, batch, [1])[1]
+    row_sums = probs.sum(-1)[batch["attention_mask"].bool()[:, None].expand(-1, 4, -1)]
+    assert (row_sums < 1 - 1e-3).all()
+
+
+def test_a_layer_without_attention_is_refused_with_the_attention_layers() -> None:
+    model, make_inputs = TINY_FAMILIES["lfm2_vl"](0)
+    layers = eah.models.attention_layers(model)
+    conv = [i for i in range(len(eah.decoder_layers(model))) if i not in layers]
+    assert layers and conv
+    with pytest.raises(ValueError, match=rf"attention layers are \[{', '.join(map(str, layers))}\]"):
+        with eah.enhance_attention_heads(model, layer=conv[0]):
+            pass
+    profile = eah.sink_profile(model, relative_threshold=1.0, **make_inputs(PROMPTS))
+    assert profile.layers == layers
+
+
+def test_an_unknown_model_of_the_standard_layout_warns_with_the_row_to_add() -> None:
+    model, make_inputs = TINY_MODELS["llava"](0)
+    subclass = type("NewVlmForConditionalGeneration", (type(model),), {})
+    model.__class__ = subclass
+    with pytest.warns(UserWarning, match=r"add this row to eahlib.models.FAMILIES.*ModelFamily\('llava'"):
+        assert model_family(model).name == "generic"
+    profile = eah.sink_profile(model, relative_threshold=1.0, **make_inputs(PROMPTS))
+    assert int(profile.density.sum()) > 0
+
+
+def test_unserved_model_types_are_refused_before_any_download() -> None:
+    for unserved in UNSERVED:
+        for model_type in unserved.model_types:
+            with pytest.raises(ValueError, match="eahlib cannot serve"):
+                family_of_model_type(model_type)
+    assert family_of_model_type("gemma3").name == "gemma3"
+    assert family_of_model_type("some_future_vlm").name == "generic"
+    assert len({t for f in FAMILIES for t in f.model_types}) == sum(len(f.model_types) for f in FAMILIES)

@@ -83,7 +83,7 @@ class ImageAttentionBoost(LayerHook):
     def adjust_scores(self, call: AttentionCall) -> Tensor:
         batch, key_length = call.scores.shape[0], call.scores.shape[-1]
         if call.is_prefill:
-            self.image_keys = self.tracker.image_mask(key_length).to(call.scores.device) & call.key_mask
+            self.image_keys = self.tracker.image_mask(key_length).to(call.scores.device) & call.real_keys
         elif self.image_keys is None or self.image_keys.shape[0] != batch or self.image_keys.shape[1] > key_length:
             raise RuntimeError("PAI's attention boost saw a decoding step that does not continue its last prefill.")
         image_keys = nn.functional.pad(self.image_keys, (0, key_length - self.image_keys.shape[1]))

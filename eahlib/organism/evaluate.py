@@ -28,7 +28,7 @@ from transformers import LlavaForConditionalGeneration, LlavaProcessor
 
 from eahlib.bench import ChairEvaluator, load_pope_questions, pope_metrics
 from eahlib.bench.runner import chat_prompt
-from eahlib.metrics import massive_activation_sinks, sink_criterion, uniform_received_attention
+from eahlib.metrics import massive_activation_sinks, sink_criterion
 from eahlib.organism.export import POPE_SPLITS, EvaluationSet, export_evaluation_set
 from eahlib.organism.tokenizer import CAPTION_REQUEST
 from eahlib.organism.world import CLASS_NAMES, GENERATOR_VERSION, PARTNER
@@ -142,8 +142,7 @@ def sink_statistics(
         density.append(profile.density.float())
         on_object.append((image_events & objects).sum(dim=(1, 2, 3)).float())
         sinks.append(image_events.sum(dim=(1, 2, 3)).float())
-        uniform_bos = uniform_received_attention(profile.attention_mask)[:, 0]
-        bos_ratio.append(profile.scores[..., 0] / uniform_bos[None, :, None])
+        bos_ratio.append(profile.scores[..., 0] / profile.uniform[..., 0, None])
         hidden = model(**inputs, output_hidden_states=True, use_cache=False).hidden_states
         types = _token_types(inputs["input_ids"], model.config.image_token_id)
         for kind_index, kind in enumerate(TOKEN_TYPES):

@@ -24,7 +24,7 @@ from torch import nn
 
 from eahlib.analysis import ImageLike, model_inputs
 from eahlib.methods import Method, resolve_method
-from eahlib.metrics import massive_activation_sinks, uniform_received_attention
+from eahlib.metrics import massive_activation_sinks
 from eahlib.profile import sink_profile, threshold_sweep
 
 
@@ -42,7 +42,7 @@ def first_token_attention(
         Columns ``layer, first_token_share`` (mean over images and heads of the mean attention the
         later queries give the first token), ``max_head_share`` (the head with the largest mean),
         ``image_token_share`` (the same mean for an average image token) and ``uniform`` (what a
-        uniform causal attention would give the first token).
+        uniform attention under the layer's mask would give the first token).
     """
     shares, image_shares, uniform = [], [], []
     for chunk in _chunks(images, batch_size):
@@ -52,15 +52,14 @@ def first_token_attention(
         shares.append(torch.stack([profile.scores[:, b, :, first[b]] for b in range(len(chunk))], 1))  # [L, B, H]
         image = profile.image_mask[None, :, None, :]
         image_shares.append((profile.scores * image).sum(-1) / image.sum(-1))
-        expected = uniform_received_attention(profile.attention_mask)
-        uniform.append(torch.stack([expected[b, first[b]] for b in range(len(chunk))]))
+        uniform.append(torch.stack([profile.uniform[:, b, first[b]] for b in range(len(chunk))], 1))  # [L, B]
     share = torch.cat(shares, 1)
     return pd.DataFrame({
         "layer": range(share.shape[0]),
         "first_token_share": share.mean(dim=(1, 2)).numpy(),
         "max_head_share": share.mean(1).amax(-1).numpy(),
         "image_token_share": torch.cat(image_shares, 1).mean(dim=(1, 2)).numpy(),
-        "uniform": float(torch.cat(uniform).mean()),
+        "uniform": torch.cat(uniform, 1).mean(1).numpy(),
     })
 
 

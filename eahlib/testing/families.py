@@ -1,0 +1,200 @@
+"""Tiny random models of every vision-language family eahlib serves, for the support matrix.
+
+Each builder returns ``(model, make_inputs)`` like those of :mod:`eahlib.testing`: a model of the family
+built from its config classes in code (2 text layers, a tiny vision tower, random weights, nothing
+downloaded), and ``make_inputs(prompts)``, which turns text-token prompts into a left-padded batch with one
+image per prompt, as the family's processor would (image tokens expanded to one per image feature, and any
+extra inputs the family's forward needs). Families with sliding-window layers get a window of
+:data:`SLIDING_WINDOW` tokens, shorter than every prompt, so the support matrix exercises it.
+
+Builders are keyed by ``config.model_type``; :data:`TINY_FAMILIES` has one for every model type of a
+:data:`eahlib.models.FAMILIES` row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from eahlib.testing import (
+    BOS,
+    EOS,
+    IMAGE,
+    IMAGE_TOKEN,
+    PAD,
+    VOCAB,
+    InputBuilder,
+    _left_pad,
+    _seeded_images,
+    _text_config,
+    tiny_instructblip,
+    tiny_llava,
+    tiny_llava_next,
+    tiny_qwen2_5_vl,
+    tiny_qwen2_vl,
+)
+
+SLIDING_WINDOW = 8
+"""The sliding window of tiny models with sliding-window layers: shorter than every test prompt."""
+
+Builder = Callable[[int], tuple[nn.Module, InputBuilder]]
+
+
+def _siglip_vision(image_size: int = 8, patch_size: int = 2) -> dict[str, Any]:
+    return dict(image_size=image_size, patch_size=patch_size, hidden_size=32, intermediate_size=37,
+                num_hidden_layers=2, num_attention_heads=4)
+
+
+def _build(model_cls: type[nn.Module], config: Any, seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return model_cls(config).eval()
+
+
+def _expand_with(prompt: Sequence[int], image_block: Sequence[int]) -> list[int]:
+    """``prompt`` with the placeholder ``IMAGE`` (default: right after ``<bos>``) replaced by ``image_block``."""
+    tokens = list(prompt) if IMAGE in prompt else [BOS, IMAGE, *prompt]
+    out: list[int] = []
+    for token in tokens:
+        out.extend(image_block if token == IMAGE else [token])
+    return out
+
+
+def _image_features(model: nn.Module, **pixels: Tensor) -> int:
+    """Number of image features (= image tokens) the model makes of one image's inputs."""
+    with torch.no_grad():
+        features = model.model.get_image_features(**pixels, return_dict=True)
+    pooled = features.pooler_output
+    return int(pooled[0].shape[0] if isinstance(pooled, (list, tuple)) else pooled.shape[-2])
+
+
+def _one_image_model(
+    model: nn.Module,
+    pixel_shape: Sequence[int],
+    seed: int,
+    before: Sequence[int] = (),
+    after: Sequence[int] = (),
+    pixel_extra: Callable[[int], Mapping[str, Tensor]] | None = None,
+    token_extra: Callable[[Tensor], Mapping[str, Tensor]] | None = None,
+) -> tuple[nn.Module, InputBuilder]:
+    """A family whose processor puts ``before + n image tokens + after`` in the prompt, one image of
+    ``pixel_shape`` per prompt. ``pixel_extra(n_images)`` adds the image inputs besides ``pixel_values``
+    (sizes, grids, pixel masks), ``token_extra(input_ids)`` the token inputs (token types)."""
+    extra_pixels = pixel_extra or (lambda count: {})
+    n_image = _image_features(model, pixel_values=_seeded_images([[]], pixel_shape, seed), **extra_pixels(1))
+
+    def make_inputs(prompts: Sequence[Sequence[int]]) -> dict[str, Tensor]:
+        block = [*before, *[IMAGE_TOKEN] * n_image, *after]
+        batch = _left_pad([_expand_with(p, block) for p in prompts])
+        batch["pixel_values"] = _seeded_images(prompts, pixel_shape, seed)
+        batch.update(extra_pixels(len(prompts)))
+        if token_extra is not None:
+            batch.update(token_extra(batch["input_ids"]))
+        return batch
+
+    return model, make_inputs
+
+
+def tiny_gemma3(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """Gemma 3: a full-attention layer, then a sliding-window layer; bidirectional attention inside the image."""
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration
+
+    text = _text_config(num_key_value_heads=2, head_dim=8, sliding_window=SLIDING_WINDOW,
+                        layer_types=["full_attention", "sliding_attention"])
+    config = Gemma3Config(text_config=text, vision_config=_siglip_vision(16, 4), mm_tokens_per_image=16,
+                          image_token_id=IMAGE_TOKEN, boi_token_id=96, eoi_token_id=97)
+    model = _build(Gemma3ForConditionalGeneration, config, seed)
+
+    def image_types(input_ids: Tensor) -> dict[str, Tensor]:
+        return {"token_type_ids": (input_ids == IMAGE_TOKEN).long()}
+
+    return _one_image_model(model, (3, 16, 16), seed, before=[96], after=[97], token_extra=image_types)
+
+
+def tiny_paligemma(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """PaliGemma: image tokens, then ``<bos>`` and the prompt, all one bidirectional prefix."""
+    from transformers import PaliGemmaConfig, PaliGemmaForConditionalGeneration
+
+    config = PaliGemmaConfig(text_config=_text_config(head_dim=8), vision_config=_siglip_vision(),
+                             image_token_id=IMAGE_TOKEN, projection_dim=32)
+    model = _build(PaliGemmaForConditionalGeneration, config, seed)
+    n_image = _image_features(model, pixel_values=_seeded_images([[]], (3, 8, 8), seed))
+
+    def make_inputs(prompts: Sequence[Sequence[int]]) -> dict[str, Tensor]:
+        batch = _left_pad([[*[IMAGE_TOKEN] * n_image, BOS, *p] for p in prompts])
+        batch["pixel_values"] = _seeded_images(prompts, (3, 8, 8), seed)
+        batch["token_type_ids"] = torch.zeros_like(batch["input_ids"])  # the whole prompt is the prefix
+        return batch
+
+    return model, make_inputs
+
+
+def tiny_lfm2_vl(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """LFM2-VL: a hybrid language model (a short-convolution layer, then an attention layer), a NaFlex SigLIP2
+    tower (patches in, 4x4 grid) and 2x2 pixel unshuffle: 4 image tokens."""
+    from transformers import Lfm2VlConfig, Lfm2VlForConditionalGeneration
+
+    text = _text_config(layer_types=["conv", "full_attention"], conv_L_cache=3, block_dim=32, block_ff_dim=64)
+    vision = _siglip_vision() | {"num_patches": 16, "model_type": "siglip2_vision_model"}
+    config = Lfm2VlConfig(text_config=text | {"model_type": "lfm2"}, vision_config=vision,
+                          image_token_id=IMAGE_TOKEN, downsample_factor=2, projector_hidden_size=32)
+    model = _build(Lfm2VlForConditionalGeneration, config, seed)
+
+    def pixels(count: int) -> dict[str, Tensor]:
+        return {"spatial_shapes": torch.tensor([[4, 4]] * count),
+                "pixel_attention_mask": torch.ones(count, 16, dtype=torch.long)}
+
+    return _one_image_model(model, (16, 12), seed, pixel_extra=pixels)
+
+
+TINY_FAMILIES: dict[str, Builder] = {
+    "llava": tiny_llava,
+    "llava_next": tiny_llava_next,
+    "qwen2_vl": tiny_qwen2_vl,
+    "qwen2_5_vl": tiny_qwen2_5_vl,
+    "instructblip": tiny_instructblip,
+    "gemma3": tiny_gemma3,
+    "paligemma": tiny_paligemma,
+    "lfm2_vl": tiny_lfm2_vl,
+}
+"""A tiny builder per served ``config.model_type``."""
+
+
+
+def _on_meta(model_type: str) -> nn.Module:
+    """The family's model at its default (full-size) config, built on the meta device (no memory)."""
+    import transformers
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+    config = transformers.CONFIG_MAPPING[model_type]()
+    with torch.device("meta"):
+        return getattr(transformers, MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES[model_type])(config)
+
+
+def _refused(model: nn.Module, reason: str) -> None:
+    """Assert that :func:`eahlib.models.model_family` refuses ``model`` with a message containing ``reason``."""
+    from eahlib.models import model_family
+
+    try:
+        model_family(model)
+    except ValueError as error:
+        assert reason in str(error), str(error)
+    else:
+        raise AssertionError(f"eahlib accepted {type(model).__name__}, which it cannot serve")
+
+
+def _mllama_evidence() -> None:
+    model = _on_meta("mllama")
+    cross = [i for i, layer in enumerate(model.model.language_model.layers) if hasattr(layer, "cross_attn")]
+    assert cross, "Mllama's language model has cross-attention layers"
+    assert model.config.text_config.cross_attention_layers == cross
+    _refused(model, "cross-attention")
+
+
+UNSERVED_EVIDENCE: dict[str, Callable[[], None]] = {
+    "mllama": _mllama_evidence,
+}
+"""Per model type of :data:`eahlib.models.UNSERVED`: a check that raises ``AssertionError`` unless the
+stated reason holds, and that eahlib refuses the model with it."""
