@@ -103,8 +103,10 @@ def write_readme(path: str | Path) -> None:
     """Replace the README's generated section with :func:`markdown`."""
     path = Path(path)
     text = path.read_text(encoding="utf-8")
-    old = readme_section(text)
-    path.write_text(text.replace(old, markdown(), 1), encoding="utf-8")
+    readme_section(text)  # the markers are there
+    before, rest = text.split(README_START, 1)
+    after = rest.split(README_END, 1)[1]
+    path.write_text(f"{before}{README_START}\n{markdown()}\n{README_END}{after}", encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> None:
