@@ -104,12 +104,28 @@ FAMILIES: tuple[ModelFamily, ...] = (
                 ("vision_config.image_token_id",), "microsoft/Phi-4-multimodal-instruct",
                 auto_class="AutoModelForCausalLM",
                 notes="no text sub-config (the top config is the language model's); image id under vision_config"),
+    # --- group 1: rows above this line ---
+    
+    # --- group 2: rows above this line ---
+    
+    # --- group 3: rows above this line ---
+    
+    # --- group 4: rows above this line ---
+    
 )
 
 UNSERVED: tuple[UnservedFamily, ...] = (
     UnservedFamily(("mllama",), ("MllamaForConditionalGeneration",),
                    "cross-attention model: the image reaches the language model through cross-attention layers, "
                    "not as tokens of the sequence, so there are no image tokens whose received attention to count"),
+    # --- group 1: rows above this line ---
+    
+    # --- group 2: rows above this line ---
+    
+    # --- group 3: rows above this line ---
+    
+    # --- group 4: rows above this line ---
+    
 )
 
 GENERIC_FAMILY = ModelFamily(

@@ -149,6 +149,18 @@ def tiny_lfm2_vl(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
     return _one_image_model(model, (16, 12), seed, pixel_extra=pixels)
 
 
+# --- group 1: builders above this line ---
+
+
+# --- group 2: builders above this line ---
+
+
+# --- group 3: builders above this line ---
+
+
+# --- group 4: builders above this line ---
+
+
 TINY_FAMILIES: dict[str, Builder] = {
     "llava": tiny_llava,
     "llava_next": tiny_llava_next,
@@ -158,6 +170,14 @@ TINY_FAMILIES: dict[str, Builder] = {
     "gemma3": tiny_gemma3,
     "paligemma": tiny_paligemma,
     "lfm2_vl": tiny_lfm2_vl,
+    # --- group 1: rows above this line ---
+    
+    # --- group 2: rows above this line ---
+    
+    # --- group 3: rows above this line ---
+    
+    # --- group 4: rows above this line ---
+    
 }
 """A tiny builder per served ``config.model_type``."""
 
@@ -193,8 +213,28 @@ def _mllama_evidence() -> None:
     _refused(model, "cross-attention")
 
 
+# --- group 1: evidence above this line ---
+
+
+# --- group 2: evidence above this line ---
+
+
+# --- group 3: evidence above this line ---
+
+
+# --- group 4: evidence above this line ---
+
+
 UNSERVED_EVIDENCE: dict[str, Callable[[], None]] = {
     "mllama": _mllama_evidence,
+    # --- group 1: rows above this line ---
+    
+    # --- group 2: rows above this line ---
+    
+    # --- group 3: rows above this line ---
+    
+    # --- group 4: rows above this line ---
+    
 }
 """Per model type of :data:`eahlib.models.UNSERVED`: a check that raises ``AssertionError`` unless the
 stated reason holds, and that eahlib refuses the model with it."""
