@@ -145,3 +145,22 @@ def test_unserved_model_types_are_refused_before_any_download() -> None:
     assert family_of_model_type("gemma3").name == "gemma3"
     assert family_of_model_type("some_future_vlm").name == "generic"
     assert len({t for f in FAMILIES for t in f.model_types}) == sum(len(f.model_types) for f in FAMILIES)
+
+
+def test_presets_count_attention_layers_on_a_hybrid_model() -> None:
+    """``preset="paper"`` is the second attention layer: decoder layer 3 of conv, attention, conv, attention."""
+    import copy
+
+    model, make_inputs = TINY_FAMILIES["lfm2_vl"](0)
+    config = copy.deepcopy(model.config)
+    config.text_config.num_hidden_layers = 4
+    config.text_config.layer_types = ["conv", "full_attention", "conv", "full_attention"]
+    torch.manual_seed(0)
+    model = type(model)(config).eval()
+    assert eah.models.attention_layers(model) == [1, 3]
+    with eah.enhance_attention_heads(model, preset="paper", relative_threshold=1.0) as enhanced, torch.no_grad():
+        model(**make_inputs(PROMPTS))
+    assert enhanced.layer == 3 and enhanced.chosen_heads
+    with pytest.raises(ValueError, match=r"attention layers are \[1, 3\]"):
+        with eah.enhance_attention_heads(model, layer=2):
+            pass

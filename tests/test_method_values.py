@@ -174,73 +174,106 @@ def test_vcd_step_equals_contrast_of_two_forward_passes(sharp, alpha: float, bet
 # --------------------------------------------------------------------------------------- PAI
 
 
-class LastRowImageBoost(LayerHook):
-    """PAI's boost written out: the last query row's image-key logits ``a`` become ``a + alpha |a|``."""
+class RowImageBoost(LayerHook):
+    """PAI's boost written out for one full forward (no cache, query row ``i`` = position ``i``):
+    in the chosen rows the image-key logits ``a`` become ``a + alpha |a|``, nothing else changes."""
 
     modifies = True
 
-    def __init__(self, image: torch.Tensor, alpha: float) -> None:
-        self.image, self.alpha = image, alpha
+    def __init__(self, image: torch.Tensor, rows: list[int], alpha: float) -> None:
+        self.image, self.rows, self.alpha = image, rows, alpha
 
     def adjust_scores(self, call: AttentionCall) -> torch.Tensor:
-        scores = call.scores.clone()
+        scores = call.scores
+        assert call.is_prefill
         keys = torch.zeros(scores.shape[0], scores.shape[-1], dtype=torch.bool)
         keys[:, : self.image.shape[1]] = self.image
-        last = scores[:, :, -1, :]
-        scores[:, :, -1, :] = torch.where(keys[:, None, :], last + self.alpha * last.abs(), last)
-        return scores
+        rows = torch.zeros(scores.shape[2], dtype=torch.bool)
+        rows[self.rows] = True
+        chosen = keys[:, None, None, :] & rows[None, None, :, None]
+        return torch.where(chosen, scores + self.alpha * scores.abs(), scores)
 
 
-def boosted_step_logits(model, inputs, tokens: torch.Tensor, alpha: float, layers: range) -> list[torch.Tensor]:
-    """The image stream under the boost, step by step with a KV cache as PAI runs it: at the
-    prefill the boost acts on the prompt's last row only, at each later step on the new row."""
+def image_stream(model, inputs, tokens: torch.Tensor, step: int, alpha: float, layers: range,
+                 boosted: set[int]) -> torch.Tensor:
+    """``[B, V]`` the image stream's logits at decoding step ``step``, from one full forward of the
+    prompt and ``tokens[:, :step]`` with the boost in ``layers`` on the rows of the forward passes
+    ``boosted``. Generation runs pass 0, the prefill (its last row: the prompt's last position
+    ``N - 1``), then pass ``k``, one new row at position ``N - 1 + k``."""
+    prompt_length = inputs["input_ids"].shape[1]
     image = (inputs["input_ids"] == IMAGE_TOKEN) & inputs["attention_mask"].bool()
-    hook = LastRowImageBoost(image, alpha)
-    out = []
-    with layer_hooks(model, {layer: hook for layer in layers}), torch.no_grad():
-        mask = inputs["attention_mask"]
-        step = model(**inputs, position_ids=positions(mask), use_cache=True)
-        out.append(step.logits[:, -1].float())
-        for t in range(tokens.shape[1] - 1):
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], -1)
-            step = model(input_ids=tokens[:, t:t + 1], attention_mask=mask, position_ids=positions(mask)[:, -1:],
-                         cache=step.past_key_values, use_cache=True)
-            out.append(step.logits[:, -1].float())
-    return out
+    rows = [prompt_length - 1 + k for k in sorted(boosted) if k <= step]
+    with layer_hooks(model, {layer: RowImageBoost(image, rows, alpha) for layer in layers}):
+        return last_logits(model, extend(inputs, tokens[:, :step]))
 
 
+def boosted_passes(step: int, prefill: bool) -> set[int]:
+    """The forward passes up to ``step`` that PAI boosts: every decoding step, the prefill if ``prefill``."""
+    return set(range(0 if prefill else 1, step + 1))
+
+
+def assert_pins_passes(expected_with, step: int, prefill: bool) -> None:
+    """The expected scores tell the boosted passes apart: toggling the prefill's boost changes
+    them at step 0, leaving the newest decoding step unboosted changes them at every later step."""
+    expected = expected_with(boosted_passes(step, prefill))
+    if step == 0:
+        assert not torch.allclose(expected, expected_with(boosted_passes(0, not prefill)), **TOLERANCE)
+    else:
+        assert not torch.allclose(expected, expected_with(boosted_passes(step, prefill) - {step}), **TOLERANCE)
+
+
+@pytest.mark.parametrize("boost_guided_prefill", [False, True])
 @pytest.mark.parametrize("start_layer", [0, 1])
-def test_pai_boost_alone_equals_boosted_forward_passes(sharp, start_layer: int) -> None:
-    """``gamma = 1``: the scores are the boosted image stream's logits, boosted in layers [start, end) only."""
+def test_pai_boost_alone_boosts_every_forward_pass(sharp, start_layer: int, boost_guided_prefill: bool) -> None:
+    """``gamma = 1`` (no guidance, no text-only pass): the scores are the image stream's logits
+    with the prefill's last row and each step's row boosted, whatever ``boost_guided_prefill``
+    says (as the released scripts run without ``--use-cfg``), in layers [start, end) only."""
     model, inputs = sharp
-    alpha = 0.5
-    tokens, scores = run(model, inputs, "pai", {"pai": {"alpha": alpha, "gamma": 1.0, "start_layer": start_layer}})
-    expected = boosted_step_logits(model, inputs, tokens, alpha, range(start_layer, 2))
-    wrong_layers = boosted_step_logits(model, inputs, tokens, alpha, range(0, 2) if start_layer else range(1, 2))
-    for step in range(STEPS):
-        torch.testing.assert_close(scores[step], expected[step], **TOLERANCE)
-        assert not torch.allclose(expected[step], wrong_layers[step], **TOLERANCE)
-        assert not torch.allclose(expected[step], last_logits(model, extend(inputs, tokens[:, :step])), **TOLERANCE)
+    alpha, steps, layers = 0.5, 3, range(start_layer, 2)
+    params = {"pai": {"alpha": alpha, "gamma": 1.0, "start_layer": start_layer,
+                      "boost_guided_prefill": boost_guided_prefill}}
+    tokens, scores = run(model, inputs, "pai", params, steps)
+    for step in range(steps):
+        def expected_with(boosted: set[int], layers: range = layers) -> torch.Tensor:
+            return image_stream(model, inputs, tokens, step, alpha, layers, boosted)
+
+        expected = expected_with(boosted_passes(step, prefill=True))
+        torch.testing.assert_close(scores[step], expected, **TOLERANCE)
+        assert_pins_passes(expected_with, step, prefill=True)
+        other_layers = range(0, 2) if start_layer else range(1, 2)
+        assert not torch.allclose(expected, expected_with(boosted_passes(step, True), other_layers), **TOLERANCE)
 
 
+@pytest.mark.parametrize("boost_guided_prefill", [False, True], ids=["released", "paper"])
 @pytest.mark.parametrize("alpha,gamma,beta", [(0.2, 1.1, 0.1), (0.5, 3.0, 0.1), (0.0, 2.0, 0.4)],
                          ids=["published", "strong", "guidance_only"])
-def test_pai_step_equals_guidance_of_two_forward_passes(sharp, alpha: float, gamma: float, beta: float) -> None:
+def test_pai_step_equals_guidance_of_two_forward_passes(sharp, alpha: float, gamma: float, beta: float,
+                                                        boost_guided_prefill: bool) -> None:
     """``gamma * s - (gamma - 1) * u`` (released ``CFG.py``: ``gamma * (s - u) + u``), ``s`` the
-    boosted image stream's and ``u`` the unboosted text-only stream's log-probabilities, on the
-    tokens with ``p(y | v, x) >= beta max p`` (the cutoff is taken on ``s``)."""
+    image stream's and ``u`` the unboosted text-only stream's log-probabilities, on the tokens
+    with ``p(y | v, x) >= beta max p`` (the cutoff is taken on ``s``). In ``s`` every decoding
+    step's row is boosted, and the prefill's last row only with ``boost_guided_prefill`` (the
+    released scripts' ``--use-cfg`` leaves the prefill, the first token, unboosted)."""
     model, inputs = sharp
-    params = {"pai": {"alpha": alpha, "gamma": gamma, "beta": beta, "start_layer": 0}}
-    tokens, scores = run(model, inputs, "pai", params)
-    image_stream = boosted_step_logits(model, inputs, tokens, alpha, range(2))
-    for step in range(STEPS):
-        s = image_stream[step].log_softmax(-1)
+    steps = 3
+    params = {"pai": {"alpha": alpha, "gamma": gamma, "beta": beta, "start_layer": 0,
+                      "boost_guided_prefill": boost_guided_prefill}}
+    tokens, scores = run(model, inputs, "pai", params, steps)
+    for step in range(steps):
         u = last_logits(model, text_only(inputs, tokens[:, :step])).log_softmax(-1)
-        dropped = implausible(s, beta)
+
+        def expected_with(boosted: set[int]) -> torch.Tensor:
+            s = image_stream(model, inputs, tokens, step, alpha, range(2), boosted).log_softmax(-1)
+            return (gamma * s - (gamma - 1) * u).masked_fill(implausible(s, beta), -math.inf)
+
+        s = image_stream(model, inputs, tokens, step, alpha, range(2), boosted_passes(step, boost_guided_prefill))
+        dropped = implausible(s.log_softmax(-1), beta)
         assert_cutoff_acts(dropped)
-        guided = gamma * s - (gamma - 1) * u
-        expected = guided.masked_fill(dropped, -math.inf)
+        expected = expected_with(boosted_passes(step, boost_guided_prefill))
         torch.testing.assert_close(scores[step], expected, **TOLERANCE)
+        if alpha:
+            assert_pins_passes(expected_with, step, boost_guided_prefill)
+        guided = gamma * s.log_softmax(-1) - (gamma - 1) * u
         assert not torch.equal(dropped, implausible(guided, beta))  # a cutoff on the guided scores differs
         assert torch.equal(tokens[:, step], expected.argmax(-1))
 

@@ -80,7 +80,7 @@ def test_published_defaults_are_recorded() -> None:
     assert resolve_method("vcd", {"vcd": {"alpha": 1.0}}).settings() == {
         "method": "vcd", "vcd": {"alpha": 1.0, "beta": 0.1, "noise_step": 500, "seed": 0}}
     assert resolve_method("pai").settings()["pai"] == {
-        "alpha": 0.2, "gamma": 1.1, "beta": 0.1, "start_layer": 2, "end_layer": None}
+        "alpha": 0.2, "gamma": 1.1, "beta": 0.1, "start_layer": 2, "end_layer": None, "boost_guided_prefill": False}
     assert resolve_method("dola").settings()["dola"] == {"layers": "low", "relative_top": 0.1, "repetition_penalty": 1.2}
     assert resolve_method("eah+vcd").name == "eah+vcd"
 
@@ -183,7 +183,8 @@ def test_pai_boost_equals_a_direct_computation(pipeline, batch) -> None:
 
 
 def test_pai_hook_on_a_synthetic_call() -> None:
-    """Only the last row's image keys change; a decoding step reuses the prefill's image keys."""
+    """Only the last row's image keys change; a decoding step reuses the prefill's image keys,
+    also when the prefill itself is left unboosted."""
 
     class Tracker:
         def image_mask(self, key_length: int) -> torch.Tensor:
@@ -200,6 +201,9 @@ def test_pai_hook_on_a_synthetic_call() -> None:
     assert torch.equal(hook.adjust_scores(decode), torch.tensor([[[[2.0, -2.0, 1.5, 3.0, -1.0]]]]))
     with hook.suspend():
         assert not hook.wants_probabilities(False)
+    steps_only = ImageAttentionBoost(0.5, Tracker(), boost_prefill=False)  # type: ignore[arg-type]
+    assert torch.equal(steps_only.adjust_scores(prefill), scores)
+    assert torch.equal(steps_only.adjust_scores(decode), torch.tensor([[[[2.0, -2.0, 1.5, 3.0, -1.0]]]]))
 
 
 def test_dola_candidate_layers_mirror_transformers_4() -> None:
@@ -262,6 +266,8 @@ def test_unsupported_combinations_and_bad_input_raise(pipeline, batch) -> None:
         model.generate(**batch, max_new_tokens=2, num_beams=2, logits_processor=[VisualContrast(stream, 1.0, 0.1)])
     with pytest.raises(ValueError, match="needs the image"):
         generate(model, {k: v for k, v in batch.items() if k != "pixel_values"}, "vcd")
+    with pytest.raises(ValueError, match="boost_guided_prefill must be true or false, got 'yes'"):
+        generate(model, batch, "pai", {"pai": {"start_layer": 0, "boost_guided_prefill": "yes"}})
     with pytest.raises(ValueError, match="start_layer < end_layer <= 2"):
         generate(model, batch, "pai")  # published start_layer=2 on a 2-layer model
     with pytest.raises(ValueError, match=r"beta must be in \(0, 1\]"):

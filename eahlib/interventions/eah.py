@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from eahlib.attention import AttentionCall, LayerHook, PromptTracker, layer_hooks, track_prompts
 from eahlib.methods.registry import Component, register
 from eahlib.metrics import NORMALIZERS, Normalizer, SinkCriterion, sink_criterion, sink_mask
-from eahlib.models import decoder_layers, head_count
+from eahlib.models import attention_layers, attention_module, decoder_layers, head_count
 
 HeadChoice = int | Literal["densest", "sparsest", "random"]
 DecodeMode = Literal["off", "reuse"]
@@ -41,7 +41,11 @@ PRESETS: dict[str, dict[str, object]] = {
     "paper": {"layer": 1, "threshold": 8e-4, "normalizer": "causal", "head0_never_source": False},
     "release": {"layer": 15, "threshold": 8e-4, "normalizer": "release", "head0_never_source": True},
 }
-"""``paper``: layer two (0-based 1), as the paper's title says; ``release``: the released code."""
+"""``paper``: layer two (0-based 1), as the paper's title says; ``release``: the released code.
+
+A preset's layer counts the layers *with attention*: on the paper's all-attention LLaMA it is the decoder
+layer of that index; on a hybrid model (LFM2-VL's convolution layers between attention layers) ``"paper"``
+means the second attention layer, not decoder layer 1, which may have no attention at all."""
 
 _ACTIVE_EAH: weakref.WeakSet[nn.Module] = weakref.WeakSet()
 
@@ -111,8 +115,9 @@ class EnhancedHeads(LayerHook):
         return broadcast_head(call.probs, chosen)
 
     def _prefill(self, call: AttentionCall) -> Tensor:
-        image = self.tracker.image_mask(call.probs.shape[-1]).to(call.probs.device) & call.key_mask
-        density = sink_mask(call.probs, image, self.criterion, call.key_mask, self.normalizer).sum(-1).cpu()
+        real = call.real_keys
+        image = self.tracker.image_mask(call.probs.shape[-1]).to(call.probs.device) & real
+        density = sink_mask(call.probs, image, self.criterion, real, self.normalizer, call.visibility()).sum(-1).cpu()
         has_image = image.any(-1).cpu()
         if not bool(has_image.any()) and not self._warned:
             self._warned = True
@@ -148,6 +153,7 @@ def broadcast_head(probs: Tensor, chosen: Tensor) -> Tensor:
 
 
 def _resolve_arguments(
+    model: nn.Module,
     preset: str | None,
     layer: int | None,
     threshold: float | None,
@@ -163,8 +169,17 @@ def _resolve_arguments(
     normalizer = normalizer or defaults["normalizer"]  # type: ignore[assignment]
     if normalizer not in NORMALIZERS:
         raise ValueError(f"normalizer must be one of {NORMALIZERS}, got {normalizer!r}.")
-    layer = int(defaults["layer"]) if layer is None else layer  # type: ignore[arg-type]
-    return layer, criterion, normalizer, bool(defaults["head0_never_source"])
+    if layer is None:
+        with_attention, nth = attention_layers(model), int(defaults["layer"])  # type: ignore[arg-type]
+        if nth >= len(with_attention):
+            raise IndexError(f"Preset {preset or 'paper'!r}'s layer {nth} is out of range: the language model has "
+                             f"{len(decoder_layers(model))} layers, {len(with_attention)} with attention "
+                             f"({with_attention}); pass layer=.")
+        layer = with_attention[nth]
+    if isinstance(layer, bool) or not isinstance(layer, int):
+        raise ValueError(f"layer must be a decoder-layer index, got {layer!r}.")
+    attention_module(model, layer)  # refuses a layer out of range or without attention, naming the valid ones
+    return layer % len(decoder_layers(model)), criterion, normalizer, bool(defaults["head0_never_source"])
 
 
 @contextlib.contextmanager
@@ -188,7 +203,8 @@ def enhance_attention_heads(
 
     Args:
         model: a supported vision-language model (see :mod:`eahlib.models`).
-        layer: target decoder layer, 0-based (default: the preset's; ``"paper"`` = 1).
+        layer: target decoder layer, 0-based (default: the preset's attention layer, see :data:`PRESETS`;
+            ``"paper"`` = 1); a layer without attention (hybrid models) is refused with the valid ones.
         threshold: absolute sink threshold on the received score (default 8e-4).
         normalizer: ``"causal"`` (default) or ``"release"``; see :func:`eahlib.received_attention`.
         head: ``"densest"`` (EAH), ``"sparsest"``, ``"random"`` (seeded), or a head index.
@@ -203,12 +219,9 @@ def enhance_attention_heads(
         The :class:`EnhancedHeads` record (``chosen_heads``, ``densities``).
     """
     layer, criterion, normalizer, head0_rule = _resolve_arguments(
-        preset, layer, threshold, relative_threshold, normalizer
+        model, preset, layer, threshold, relative_threshold, normalizer
     )
-    n_layers, n_heads = len(decoder_layers(model)), head_count(model)
-    if not -n_layers <= layer < n_layers:
-        raise IndexError(f"layer={layer} is out of range: the language model has {n_layers} layers (0..{n_layers - 1}).")
-    layer %= n_layers
+    n_heads = head_count(model)
     if isinstance(head, bool) or not (isinstance(head, int) or head in ("densest", "sparsest", "random")):
         raise ValueError(f"head must be 'densest', 'sparsest', 'random' or a head index, got {head!r}.")
     if isinstance(head, int) and not 0 <= head < n_heads:

@@ -7,14 +7,30 @@ Hallucination in LVLMs", ECCV 2024): boost image attention, then guide against t
    tokens, no pixels, its own KV cache), the next token is chosen from
    ``gamma * (s - u) + u`` over the tokens with ``p(y | v, x) >= beta * max p``.
 
-Published defaults (LLaVA-1.5 scripts): ``alpha=0.2``, layers 2-32 (``end_layer=None``: to the
-last layer), ``gamma=1.1``, cutoff ``beta=0.1``. What the released code (``attention.py``,
-``CFG.py``, ``model_loader.py`` of LALBJ/PAI) does, and this module follows:
+Defaults: the evaluation commands of LALBJ/PAI's ``README.md`` (LLaVA-1.5: ``--use-attn --alpha
+0.2 --use-cfg --gamma 1.1 --start-layer 2 --end-layer 32``, greedy) and the cutoff ``0.1`` fixed in
+``CFG.py``: ``alpha=0.2``, layers 2-32 (``end_layer=None``: to the last layer), ``gamma=1.1``,
+``beta=0.1``, ``boost_guided_prefill=False``. The eval scripts (``chair_eval.py``, ``pope_eval.py``,
+``pope_chat_eval.py``) default ``--gamma`` to 2; eahlib takes the README's 1.1, the value of the
+commands it gives for the published evaluation.
+
+What the released code (``attention.py``, ``CFG.py``, ``model_loader.py`` and the eval scripts)
+does, and this module follows:
 
 - the boost is applied after the causal mask is added, to row ``-1`` of the logits only: at
   prefill that is the prompt's last position (the other rows are untouched), at every decoding
   step the single new query; image keys are a fixed span (here: the image tokens found in the
   prompt, remembered for the decoding steps);
+- under guidance the prefill is not boosted: before each ``generate`` the eval scripts call
+  ``llama_modify(..., args.use_cfg, ...)``, so with ``--use-cfg`` every boosted layer starts with
+  ``use_cfg`` set, and ``attention.py`` boosts only when ``use_attn and not use_cfg``. The prefill,
+  which chooses the first token (POPE's whole answer), runs unboosted; ``CFGLogits`` (``CFG.py``)
+  sets the flag for its text-only pass and clears it after, so every later step is boosted.
+  ``boost_guided_prefill=True`` boosts the prefill too: the method as the paper describes it (the
+  boost at every generated token). Without guidance (released: no ``--use-cfg``; here ``gamma ==
+  1``, which skips the text-only pass) the prefill is boosted whatever ``boost_guided_prefill``
+  says. The released ``--use-cfg --gamma 1`` is not reproduced: ``CFGLogits`` returns before it
+  clears the flag, so no forward pass is ever boosted (here: ``alpha=0``);
 - the boost is switched off while the text-only pass runs (``use_cfg``);
 - the guidance is on ``log_softmax`` of both streams, the cutoff ``log 0.1 + max s`` on ``s``;
   ``gamma == 1`` returns ``s`` and skips the text-only pass;
@@ -22,7 +38,9 @@ last layer), ``gamma=1.1``, cutoff ``beta=0.1``. What the released code (``atten
 
 Differences: image tokens are read from each prompt (released: a hard-coded span shared by
 the batch); the text-only stream is built per sample and left-padded, so samples stay
-independent. The text-only pass needs a model whose forward accepts text without pixels.
+independent; the prefill's boost under guidance is a choice (``boost_guided_prefill``; released:
+never), and the released ``--use-cfg --gamma 1`` run without any boost is not reproduced (above).
+The text-only pass needs a model whose forward accepts text without pixels.
 """
 
 from __future__ import annotations
@@ -61,18 +79,21 @@ def boost_last_row(scores: Tensor, image_keys: Tensor, alpha: float) -> Tensor:
 class ImageAttentionBoost(LayerHook):
     """The layer hook of PAI's attention boost (one instance shared by the boosted layers).
 
-    At prefill it reads the image-token keys from the prompt and remembers them; at decoding
-    steps the keys added since are text. ``suspended`` switches it off (the text-only pass).
+    At prefill it reads the image-token keys from the prompt and remembers them (and boosts the
+    prompt's last row only if ``boost_prefill``); at decoding steps the keys added since are text.
+    ``suspended`` switches it off (the text-only pass).
 
     Attributes:
         alpha: boost strength.
         tracker: the prompt tracker (image tokens at prefill).
+        boost_prefill: boost the prefill's last row too (else only the decoding steps).
         image_keys: ``[B, N]`` image-token keys of the last prefill.
         suspended: leave the attention untouched.
     """
 
     alpha: float
     tracker: PromptTracker
+    boost_prefill: bool = True
     image_keys: Tensor | None = None
     suspended: bool = False
     modifies: bool = True
@@ -84,6 +105,8 @@ class ImageAttentionBoost(LayerHook):
         batch, key_length = call.scores.shape[0], call.scores.shape[-1]
         if call.is_prefill:
             self.image_keys = self.tracker.image_mask(key_length).to(call.scores.device) & call.real_keys
+            if not self.boost_prefill:
+                return call.scores
         elif self.image_keys is None or self.image_keys.shape[0] != batch or self.image_keys.shape[1] > key_length:
             raise RuntimeError("PAI's attention boost saw a decoding step that does not continue its last prefill.")
         image_keys = nn.functional.pad(self.image_keys, (0, key_length - self.image_keys.shape[1]))
@@ -100,8 +123,11 @@ class ImageAttentionBoost(LayerHook):
 
 
 @contextlib.contextmanager
-def boost_image_attention(model: nn.Module, alpha: float, start_layer: int, end_layer: int | None) -> Iterator[ImageAttentionBoost]:
-    """Install PAI's attention boost on layers ``[start_layer, end_layer)`` for the block."""
+def boost_image_attention(
+    model: nn.Module, alpha: float, start_layer: int, end_layer: int | None, boost_prefill: bool = True
+) -> Iterator[ImageAttentionBoost]:
+    """Install PAI's attention boost on layers ``[start_layer, end_layer)`` for the block
+    (at the prefill too if ``boost_prefill``, else at the decoding steps only)."""
     n_layers = len(decoder_layers(model))
     end = n_layers if end_layer is None else end_layer
     if not 0 <= start_layer < end <= n_layers:
@@ -110,7 +136,7 @@ def boost_image_attention(model: nn.Module, alpha: float, start_layer: int, end_
             f"got start_layer={start_layer}, end_layer={end_layer}."
         )
     with track_prompts(model) as tracker:
-        hook = ImageAttentionBoost(alpha, tracker)
+        hook = ImageAttentionBoost(alpha, tracker, boost_prefill)
         with layer_hooks(model, {layer: hook for layer in range(start_layer, end)}):
             yield hook
 
@@ -160,7 +186,7 @@ class TextGuidance(LogitsProcessor):
 
 def pai(
     model: nn.Module, inputs: Mapping[str, Tensor], max_new_tokens: int,
-    alpha: float, gamma: float, beta: float, start_layer: int, end_layer: int | None,
+    alpha: float, gamma: float, beta: float, start_layer: int, end_layer: int | None, boost_guided_prefill: bool,
 ) -> Tensor:
     """Greedy PAI; returns the new tokens ``[B, T]``.
 
@@ -173,9 +199,15 @@ def pai(
         beta: plausibility cutoff of the guidance (published 0.1).
         start_layer: first boosted layer, 0-based (published 2).
         end_layer: end of the boosted layers, exclusive (published 32 = all of LLaVA-1.5; None = all).
+        boost_guided_prefill: under guidance (``gamma != 1``), boost the prefill (the first token)
+            too, as the paper describes; ``False`` as the released scripts run it (``--use-cfg``
+            leaves the prefill unboosted). Without guidance the prefill is always boosted.
     """
     check_fraction("pai's beta", beta)
-    with boost_image_attention(model, alpha, start_layer, end_layer) as boost:
+    if not isinstance(boost_guided_prefill, bool):
+        raise ValueError(f"pai's boost_guided_prefill must be true or false, got {boost_guided_prefill!r}.")
+    boost_prefill = gamma == 1 or boost_guided_prefill
+    with boost_image_attention(model, alpha, start_layer, end_layer, boost_prefill) as boost:
         if gamma == 1:
             return greedy_with(model, inputs, max_new_tokens, [])
         pad = model.generation_config.pad_token_id
@@ -186,9 +218,11 @@ def pai(
 
 register(Component(
     "pai", "decoder", pai,
-    {"alpha": 0.2, "gamma": 1.1, "beta": 0.1, "start_layer": 2, "end_layer": None},
+    {"alpha": 0.2, "gamma": 1.1, "beta": 0.1, "start_layer": 2, "end_layer": None, "boost_guided_prefill": False},
     "Liu et al., Paying More Attention to Image: A Training-Free Method for Alleviating Hallucination in LVLMs, "
     "ECCV 2024",
     description="PAI: boost attention to image tokens by alpha in layers [start_layer, end_layer), then guide "
-                "the logits away from the text-only prompt (gamma), with a plausibility cutoff (beta)",
+                "the logits away from the text-only prompt (gamma), with a plausibility cutoff (beta); under "
+                "guidance the prefill (first token) is boosted only if boost_guided_prefill (the paper; false: "
+                "as the released scripts run)",
 ))

@@ -8,7 +8,12 @@ is the pixel tensor after ``noise_step`` of 1000 forward-diffusion steps,
 ``x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps``, with betas
 ``sigmoid(linspace(-6, 6, 1000)) * (5e-3 - 1e-5) + 1e-5``.
 
-Published defaults (paper; released ``vcd_utils``): ``alpha=1``, ``beta=0.1``, ``noise_step=500``.
+Defaults: ``alpha=1``, ``beta=0.1``, ``noise_step=500``, the defaults of DAMO-NLP-SG/VCD's eval
+scripts (``experiments/eval/object_hallucination_vqa_{llava,instructblip,qwenvl}.py``;
+``vcd_utils/vcd_sample.py`` falls back to the same ``beta``). Its POPE script
+(``experiments/cd_scripts/llava1.5_pope.bash``) passes ``cd_beta`` 0.2 instead; eahlib keeps 0.1,
+the value of the method's own code and of every model's script, so that one default serves
+captioning (no released script) and POPE alike. ``beta=0.2`` reproduces the POPE script.
 As released, the contrast and the cutoff use raw logits (``log beta + max logit``, which is the
 same test as ``p < beta * max p``) and ``abar_t`` is the cumulative product up to index
 ``noise_step`` (0-based). The second forward runs batched beside ``generate`` with its own KV
