@@ -24,6 +24,7 @@ from eahlib.methods import resolve_method
 from eahlib.models import (
     FAMILIES,
     ModelFamily,
+    attention_layers,
     decoder_layers,
     head_count,
     image_token_mask,
@@ -42,6 +43,7 @@ __all__ = [
     "SinkCriterion",
     "SinkProfile",
     "ablate_heads",
+    "attention_layers",
     "broadcast_head",
     "capture_attention",
     "decoder_layers",

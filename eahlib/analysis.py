@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,24 +65,41 @@ def _criterion_kwargs(criterion: Any) -> dict[str, float]:
     return {"threshold" if criterion.kind == "absolute" else "relative_threshold": criterion.value}
 
 
-def image_grid(n_tokens: int) -> tuple[int, int]:
-    """The square patch grid of ``n_tokens`` image tokens (row-major, as CLIP emits them)."""
+@dataclass(frozen=True)
+class AttentionMap:
+    """Received scores over one sample's image tokens, laid out for a figure.
+
+    Attributes:
+        grid: ``[rows, cols]`` scores (NaN where a wrapped layout has no token).
+        spatial: the grid is the image's square patch grid (row-major, as CLIP and SigLIP emit them), so
+            it can be drawn over the image; otherwise the tokens are in prompt order, wrapped into rows
+            (tiled, merged or multi-crop layouts, whose geometry the token count alone does not give).
+    """
+
+    grid: np.ndarray
+    spatial: bool
+
+
+def image_grid(n_tokens: int) -> tuple[int, int] | None:
+    """The square patch grid of ``n_tokens`` image tokens, or ``None`` when they do not form one."""
     side = math.isqrt(n_tokens)
-    if side * side != n_tokens:
-        raise ValueError(
-            f"{n_tokens} image tokens do not form a square grid; attention maps need a single-tile model "
-            "(LLaVA-1.5, the organism). Pass grid=(rows, cols) explicitly for other layouts."
-        )
-    return side, side
+    return (side, side) if side * side == n_tokens else None
 
 
 def attention_map(profile: SinkProfile, layer: int, sample: int, head: int,
-                  grid: tuple[int, int] | None = None) -> np.ndarray:
-    """Received scores over one sample's image tokens as a ``[rows, cols]`` patch grid."""
+                  grid: tuple[int, int] | None = None) -> AttentionMap:
+    """Received scores over one sample's image tokens: the patch grid (``grid``, or square), else prompt order."""
     row = profile.layers.index(layer)
     scores = profile.image_scores(row, sample)[head].numpy()
-    rows, cols = grid or image_grid(scores.shape[0])
-    return scores.reshape(rows, cols)
+    shape = grid or image_grid(scores.shape[0])
+    if shape is not None:
+        if shape[0] * shape[1] != scores.shape[0]:
+            raise ValueError(f"grid={shape} holds {shape[0] * shape[1]} tokens, but the sample has {scores.shape[0]}.")
+        return AttentionMap(scores.reshape(shape), spatial=True)
+    cols = math.isqrt(scores.shape[0] - 1) + 1
+    padded = np.full(cols * -(-scores.shape[0] // cols), np.nan)
+    padded[: scores.shape[0]] = scores
+    return AttentionMap(padded.reshape(-1, cols), spatial=False)
 
 
 def massive_activation_survey(
@@ -141,7 +159,7 @@ def layer_matrix(survey: pd.DataFrame) -> np.ndarray:
     return survey.groupby(["image", "layer"]).density.mean().unstack("layer").to_numpy()
 
 
-def densest_head_maps(profile: SinkProfile, layers: Sequence[int], sample: int = 0) -> dict[str, np.ndarray]:
+def densest_head_maps(profile: SinkProfile, layers: Sequence[int], sample: int = 0) -> dict[str, AttentionMap]:
     """Attention maps of the densest head of each given layer, titled ``"layer L, head H (n sinks)"``."""
     maps = {}
     for layer in layers:

@@ -13,6 +13,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from eahlib.analysis import AttentionMap  # noqa: E402
 from eahlib.profile import SinkProfile  # noqa: E402
 
 
@@ -74,21 +75,26 @@ def plot_layer_density(survey: pd.DataFrame, path: str | Path, title: str = "Vis
     return _save(fig, path)
 
 
-def plot_attention_maps(image: Image.Image, maps: dict[str, np.ndarray], path: str | Path) -> Path:
-    """The image next to received-score maps over its patch grid (each map stretched over the image).
+def plot_attention_maps(image: Image.Image, maps: dict[str, AttentionMap], path: str | Path) -> Path:
+    """The image next to received-score maps: a spatial map is stretched over the image; tokens without a
+    known patch geometry are shown in prompt order, wrapped into rows.
 
     Args:
         image: the input image (resized to the model's input square for alignment).
-        maps: title → ``[rows, cols]`` received scores (e.g. :func:`eahlib.analysis.attention_map`).
+        maps: title → :class:`eahlib.analysis.AttentionMap` (e.g. from :func:`eahlib.analysis.attention_map`).
         path: output PNG.
     """
     fig, axes = plt.subplots(1, len(maps) + 1, figsize=(3.2 * (len(maps) + 1), 3.4))
     square = image.convert("RGB").resize((336, 336))
     axes[0].imshow(square)
     axes[0].set_title("image", fontsize=10)
-    for ax, (title, grid) in zip(axes[1:], maps.items()):
-        ax.imshow(square)
-        shown = ax.imshow(grid, cmap="magma", alpha=0.6, extent=(0, 336, 336, 0), interpolation="nearest")
+    for ax, (title, attention) in zip(axes[1:], maps.items()):
+        if attention.spatial:
+            ax.imshow(square)
+            shown = ax.imshow(attention.grid, cmap="magma", alpha=0.6, extent=(0, 336, 336, 0), interpolation="nearest")
+        else:
+            shown = ax.imshow(attention.grid, cmap="magma", interpolation="nearest")
+            ax.set_xlabel("image tokens in prompt order", fontsize=8)
         fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04, label="received attention")
         ax.set_title(title, fontsize=10)
     for ax in axes:

@@ -36,11 +36,24 @@ def test_sink_survey_matches_profiles(pipeline, images) -> None:
 def test_attention_map_is_the_patch_grid(pipeline, images) -> None:
     model, processor = pipeline
     profile = eah.sink_profile(model, **analysis.model_inputs(model, processor, images[:2], PROMPT))
-    grid = analysis.attention_map(profile, layer=1, sample=1, head=2)
-    assert grid.shape == (4, 4)
-    assert np.allclose(grid.ravel(), profile.image_scores(1, 1)[2].numpy())
-    with pytest.raises(ValueError, match="square grid"):
-        analysis.image_grid(12)
+    attention = analysis.attention_map(profile, layer=1, sample=1, head=2)
+    assert attention.spatial and attention.grid.shape == (4, 4)
+    assert np.allclose(attention.grid.ravel(), profile.image_scores(1, 1)[2].numpy())
+    wide = analysis.attention_map(profile, layer=1, sample=1, head=2, grid=(2, 8))
+    assert wide.spatial and np.array_equal(wide.grid.ravel(), attention.grid.ravel())
+    with pytest.raises(ValueError, match="holds 12 tokens"):
+        analysis.attention_map(profile, layer=1, sample=1, head=2, grid=(3, 4))
+
+
+def test_a_layout_without_square_grid_is_shown_in_prompt_order(pipeline, images) -> None:
+    model, processor = pipeline
+    profile = eah.sink_profile(model, **analysis.model_inputs(model, processor, images[:1], PROMPT))
+    profile.image_mask[0, profile.image_mask[0].nonzero()[-3:, 0]] = False  # 13 image tokens left
+    attention = analysis.attention_map(profile, layer=0, sample=0, head=1)
+    assert not attention.spatial and attention.grid.shape == (4, 4)
+    assert np.array_equal(attention.grid.ravel()[:13], profile.image_scores(0, 0)[1].numpy())
+    assert np.isnan(attention.grid.ravel()[13:]).all()
+    assert analysis.image_grid(13) is None and analysis.image_grid(16) == (4, 4)
 
 
 def test_massive_activation_survey(pipeline, images) -> None:

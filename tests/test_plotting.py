@@ -29,6 +29,7 @@ def test_figures_are_written(setup, tmp_path) -> None:
     profile = analysis.sink_profile(model, relative_threshold=1.0,
                                     **analysis.model_inputs(model, processor, images[:1], PROMPT))
     maps = {f"layer {layer}": analysis.attention_map(profile, layer, 0, 0) for layer in (0, 1)}
+    maps["prompt order"] = analysis.AttentionMap(np.append(np.arange(13.0), [np.nan] * 3).reshape(4, 4), spatial=False)
     x, y = np.arange(20) % 5, np.arange(20) % 7
     summary = {"condition": ["a", "b"], "CHAIRs": [0.2, 0.3], "CHAIRs_low": [0.1, 0.2], "CHAIRs_high": [0.3, 0.4]}
     written = [
