@@ -145,3 +145,65 @@ def test_unserved_model_types_are_refused_before_any_download() -> None:
     assert family_of_model_type("gemma3").name == "gemma3"
     assert family_of_model_type("some_future_vlm").name == "generic"
     assert len({t for f in FAMILIES for t in f.model_types}) == sum(len(f.model_types) for f in FAMILIES)
+
+
+def _attention_module(is_causal: bool = True) -> torch.nn.Module:
+    module = torch.nn.Module().eval()
+    module.num_key_value_groups, module.is_causal = 1, is_causal
+    return module
+
+
+def _qkv() -> list[torch.Tensor]:
+    """Query, key and value ``[2, 4, 5, 8]``."""
+    generator = torch.Generator().manual_seed(0)
+    return [torch.randn(2, 4, 5, 8, generator=generator) for _ in range(3)]
+
+
+def _padded_causal_mask() -> torch.Tensor:
+    """``[2, 1, 5, 5]`` bool: causal, the second sample left-padded by two tokens (padding queries see only
+    themselves, so that every row of the references has a key)."""
+    causal = torch.ones(5, 5, dtype=torch.bool).tril()
+    real = torch.tensor([[True] * 5, [False, False, True, True, True]])
+    return (causal & real[:, None, :])[:, None] | torch.eye(5, dtype=torch.bool)
+
+
+def test_explicit_attention_adds_a_position_bias_to_the_logits_as_sdpa_does() -> None:
+    """Inkling's relative-position bias reaches the attention function as ``position_bias``."""
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    module, (query, key, value), mask = _attention_module(), _qkv(), _padded_causal_mask()
+    bias = 3 * torch.randn(2, 4, 5, 5, generator=torch.Generator().manual_seed(1))
+    want, _ = sdpa_attention_forward(module, query, key, value, mask, position_bias=bias)
+    got, _ = AttentionInterface()["eahlib_eager"](module, query, key, value, mask, position_bias=bias)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_explicit_attention_spreads_rows_over_per_query_sinks() -> None:
+    """Inkling 2 computes a sink logit per head and query (``[B, H, q, 1]``) from the hidden states."""
+    from transformers import AttentionInterface
+    from transformers.models.inkling2.modeling_inkling2 import eager_attention_forward
+
+    module, (query, key, value), mask = _attention_module(), _qkv(), _padded_causal_mask()
+    sinks = 2 * torch.randn(2, 4, 5, 1, generator=torch.Generator().manual_seed(2))
+    additive = torch.where(mask, 0.0, torch.finfo(torch.float32).min)
+    want, _ = eager_attention_forward(module, query, key, value, additive, 8**-0.5, sinks=sinks)
+    got, weights = AttentionInterface()["eahlib_eager"](module, query, key, value, mask, sinks=sinks)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert (weights.sum(-1) < 1 - 1e-3).all()
+    with pytest.raises(NotImplementedError, match=r"per head and query \(\[2, 4, 5, 1\]\)"):
+        AttentionInterface()["eahlib_eager"](module, query, key, value, mask, sinks=sinks.expand(-1, -1, -1, 2))
+
+
+@pytest.mark.parametrize("is_causal", [True, False])
+def test_explicit_attention_without_a_mask_is_causal_only_for_a_causal_module(is_causal: bool) -> None:
+    """A call without a mask means causal attention (SDPA's shortcut) only when the module is causal; Inkling 2's
+    attention over earlier blocks' states (``is_causal=False``) goes through the same interface."""
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    module, (query, key, value) = _attention_module(is_causal), _qkv()
+    want, _ = sdpa_attention_forward(module, query, key, value, None)
+    got, weights = AttentionInterface()["eahlib_eager"](module, query, key, value, None)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert bool((weights[..., 0, 1:] > 0).any()) is not is_causal
