@@ -84,8 +84,9 @@ FAMILIES: tuple[ModelFamily, ...] = (
                 notes="Q-Former queries are the image tokens; generate runs the language model on embeddings"),
     ModelFamily("blip_2", ("blip-2",), ("Blip2ForConditionalGeneration",), "language_model", "text_config",
                 _IMAGE_IDS, "Salesforce/blip2-opt-2.7b",
-                notes="language model at the top (OPT or Flan-T5 decoder-only variants); checkpoints without "
-                      "image_token_index prepend the queries without image tokens and are refused"),
+                notes="Q-Former queries are the image tokens, before <bos>; language model at the top. Served: OPT "
+                      "checkpoints with image_token_index set; Flan-T5 ones (encoder-decoder) and checkpoints without "
+                      "image_token_index are refused"),
     ModelFamily("idefics3", ("idefics3",), ("Idefics3ForConditionalGeneration",), "model.text_model",
                 "text_config", _IMAGE_IDS, "HuggingFaceM4/Idefics3-8B-Llama3",
                 notes="language model at model.text_model"),
@@ -110,6 +111,37 @@ FAMILIES: tuple[ModelFamily, ...] = (
     
     # --- group 3: rows above this line ---
     
+    ModelFamily("instructblipvideo", ("instructblipvideo",), ("InstructBlipVideoForConditionalGeneration",),
+                "language_model", "text_config", ("video_token_id", "video_token_index"),
+                "Salesforce/instructblip-vicuna-7b",
+                notes="Q-Former queries of every frame are the video tokens, before <bos>; language model at the top; "
+                      "Flan-T5 checkpoints (encoder-decoder) are refused"),
+    ModelFamily("fuyu", ("fuyu",), ("FuyuForCausalLM",), "model.language_model", "text_config", _IMAGE_IDS,
+                "adept/fuyu-8b",
+                notes="no vision tower: linearly embedded patches; a newline token (not an image token) ends each row"),
+    ModelFamily("chameleon", ("chameleon",), ("ChameleonForConditionalGeneration",), "model", None, _IMAGE_IDS,
+                "facebook/chameleon-7b",
+                notes="VQ image codes embedded as vocabulary tokens in place of the <image> placeholders; "
+                      "no text sub-config (the decoder is model)"),
+    ModelFamily("emu3", ("emu3",), ("Emu3ForConditionalGeneration",), "model.text_model", "text_config", _IMAGE_IDS,
+                "BAAI/Emu3-Chat-hf",
+                notes="VQ image codes embedded as vocabulary tokens in place of the <image> placeholders (one "
+                      "end-of-line code per row among them); language model at model.text_model"),
+    ModelFamily("muse_glimmer", ("muse_glimmer",), ("MuseGlimmerForConditionalGeneration",), "model.language_model",
+                "text_config", ("image_token_id", "video_token_id"), "meta-models/Muse-Glimmer-30B",
+                notes="sliding-window layers (3 of every 4); full-attention layers without position embeddings"),
+    ModelFamily("muse_spark", ("muse_spark",), ("MuseSparkForConditionalGeneration",), "model.language_model",
+                "text_config", ("image_token_id", "video_token_id"), "meta-models/Muse-Spark-Open-816B-A42B",
+                notes="sliding-window layers (3 of every 4); full-attention layers without position embeddings; MoE; "
+                      "audio tokens are not image tokens"),
+    ModelFamily("inkling", ("inkling_mm_model",), ("InklingForConditionalGeneration",), "model.language_model",
+                "text_config", _IMAGE_IDS, "thinkingmachines/Inkling",
+                notes="sliding-window layers (5 of every 6); learned relative-position bias on the logits; MoE; "
+                      "audio tokens are not image tokens"),
+    ModelFamily("inkling2", ("inkling2",), ("Inkling2ForConditionalGeneration",), "model.language_model",
+                "text_config", _IMAGE_IDS, "thinkingmachines/Inkling-2-Small-MXFP8",
+                notes="sliding-window layers (5 of every 6); relative-position bias on the logits; a sink logit per "
+                      "head and query; eager attention only; MoE"),
     # --- group 4: rows above this line ---
     
 )
