@@ -234,15 +234,27 @@ def text_config(model: nn.Module) -> Any:
 
 
 def decoder(model: nn.Module) -> nn.Module:
-    """The decoder stack of the language model (the module that owns ``.layers``)."""
+    """The decoder stack of the language model (the module that owns ``.layers``).
+
+    Raises:
+        ValueError: the language model is an encoder-decoder (BLIP-2's Flan-T5 checkpoints, say), or has no
+            ``.layers`` list.
+    """
     lm = language_model(model)
+    if getattr(getattr(lm, "config", None), "is_encoder_decoder", False):
+        checkpoint = model_family(model).checkpoint
+        raise ValueError(
+            f"{type(model).__name__}'s language model {type(lm).__name__} is an encoder-decoder: the prompt and its "
+            "image tokens go through the encoder and reach the generated tokens only through cross-attention, so "
+            "eahlib's sink definitions and EAH (self-attention of a decoder-only language model over the image "
+            "tokens) do not apply. Use a checkpoint of the family with a decoder-only language model"
+            + (f" (e.g. {checkpoint})." if checkpoint else ".")
+        )
     for candidate in (lm, lm.get_decoder() if hasattr(lm, "get_decoder") else None):
         if isinstance(getattr(candidate, "layers", None), nn.ModuleList):
             return candidate
-    raise ValueError(
-        f"{type(model).__name__}: the language model {type(lm).__name__} has no `.layers` list of decoder "
-        "layers (encoder-decoder language models such as T5 are not supported)."
-    )
+    raise ValueError(f"{type(model).__name__}: the language model {type(lm).__name__} has no `.layers` list of decoder "
+                     "layers.")
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:

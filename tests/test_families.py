@@ -207,3 +207,27 @@ def test_explicit_attention_without_a_mask_is_causal_only_for_a_causal_module(is
     got, weights = AttentionInterface()["eahlib_eager"](module, query, key, value, None)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     assert bool((weights[..., 0, 1:] > 0).any()) is not is_causal
+
+
+@pytest.mark.parametrize(("config_name", "image_id"), [("Blip2Config", "image_token_index"),
+                                                    ("InstructBlipVideoConfig", "video_token_index")])
+def test_a_flan_t5_checkpoint_is_refused_as_an_encoder_decoder_naming_a_decoder_only_one(config_name: str,
+                                                                                     image_id: str) -> None:
+    """BLIP-2's and InstructBLIP's Flan-T5 checkpoints: their language model is T5, an encoder-decoder."""
+    import transformers
+
+    t5 = dict(model_type="t5", vocab_size=99, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+              decoder_start_token_id=0)
+    config = getattr(transformers, config_name)(
+        vision_config=dict(image_size=8, patch_size=2, hidden_size=32, intermediate_size=37, num_hidden_layers=1,
+                           num_attention_heads=4),
+        qformer_config=dict(vocab_size=99, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                            intermediate_size=37, encoder_hidden_size=32),
+        text_config=t5, num_query_tokens=2, **{image_id: IMAGE_TOKEN},
+    )
+    model = transformers.AutoModelForImageTextToText.from_config(config)
+    assert model.language_model.config.is_encoder_decoder
+    checkpoint = model_family(model).checkpoint
+    with pytest.raises(ValueError, match=rf"T5ForConditionalGeneration is an encoder-decoder.*\(e.g. {checkpoint}\)"):
+        with eah.enhance_attention_heads(model, layer=0):
+            pass
