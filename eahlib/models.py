@@ -156,6 +156,35 @@ UNSERVED: tuple[UnservedFamily, ...] = (
     
     # --- group 3: rows above this line ---
     
+    UnservedFamily(("florence2", "pix2struct", "pp_formulanet", "udop", "vision-encoder-decoder"),
+                   ("Florence2ForConditionalGeneration", "Pix2StructForConditionalGeneration",
+                    "PPFormulaNetForConditionalGeneration", "UdopForConditionalGeneration", "VisionEncoderDecoderModel"),
+                   "encoder-decoder model: the image (with the prompt) goes through an encoder and the text decoder "
+                   "reads it only through cross-attention, so there are no image tokens in the decoder's "
+                   "self-attention whose received attention to count"),
+    UnservedFamily(("blip",), ("BlipForConditionalGeneration",),
+                   "cross-attention model: every layer of BLIP's text decoder cross-attends to the image features, "
+                   "which are not tokens of the sequence, so there are no image tokens whose received attention to "
+                   "count"),
+    UnservedFamily(("git",), ("GitForCausalLM",),
+                   "the image features are prepended to the text embeddings at positions that have no image-token "
+                   "ids in input_ids (no image-token ids to locate them by), and the text self-attention computes its "
+                   "softmax inline instead of dispatching through transformers' AttentionInterface"),
+    UnservedFamily(("kosmos-2", "kosmos-2.5"), ("Kosmos2ForConditionalGeneration", "Kosmos2_5ForConditionalGeneration"),
+                   "the image embeddings go where the image_embeds_position_mask input says, and the placeholder "
+                   "ids there are ordinary tokens (Kosmos-2: the ids after <unk>; Kosmos-2.5: <s>, which also starts "
+                   "the prompt), so image tokens cannot be located by id in input_ids"),
+    UnservedFamily(("pi0", "pi05"), ("PI0ForConditionalGeneration", "PI05ForConditionalGeneration"),
+                   "robot action model: a PaliGemma prefix feeds an action expert that predicts a chunk of actions "
+                   "by flow matching ([batch, chunk_size, max_action_dim]); it has no text output to hallucinate "
+                   "in and no generate"),
+    UnservedFamily(("evolla",), ("EvollaForProteinText2Text",),
+                   "protein-text model, not vision-language: it takes protein sequences (protein_input_ids, no image "
+                   "input), which reach the language model through cross-attention adapters"),
+    UnservedFamily(("inkling2_loop",), ("Inkling2LoopForConditionalGeneration",),
+                   "looped layers: the decoder layers from loop_layer_index_start to loop_layer_index_end run "
+                   "loop_num_passes times in one forward, so such a layer has one attention map per pass, while "
+                   "eahlib's per-layer sink densities and EAH's head choice take one per layer"),
     # --- group 4: rows above this line ---
     
 )

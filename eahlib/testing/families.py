@@ -13,7 +13,9 @@ Builders are keyed by ``config.model_type``; :data:`TINY_FAMILIES` has one for e
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import torch
@@ -446,6 +448,131 @@ def _mllama_evidence() -> None:
 # --- group 3: evidence above this line ---
 
 
+_CROSS_ATTENTION = re.compile(r"cross|encoder_attn|encdec|encoder_decoder_attention", re.IGNORECASE)
+
+
+def _encoder_decoder_evidence(model_type: str) -> None:
+    """The model is an encoder-decoder whose decoder reads the encoded image only through cross-attention."""
+    if model_type == "vision-encoder-decoder":  # no default config: an encoder and a decoder must be named
+        from transformers import GPT2Config, ViTConfig, VisionEncoderDecoderConfig, VisionEncoderDecoderModel
+
+        config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(ViTConfig(), GPT2Config())
+        with torch.device("meta"):
+            model = VisionEncoderDecoderModel(config)
+    else:
+        model = _on_meta(model_type)
+    assert model.config.is_encoder_decoder
+    cross = [name for name, _ in model.get_decoder().named_modules() if _CROSS_ATTENTION.search(name.rsplit(".", 1)[-1])]
+    assert cross, "the decoder reads the encoder's output through cross-attention layers"
+    _refused(model, "encoder-decoder")
+
+
+def _blip_evidence() -> None:
+    model = _on_meta("blip")
+    layers = model.text_decoder.bert.encoder.layer
+    assert all(hasattr(layer, "crossattention") for layer in layers), "every text layer cross-attends to the image"
+    assert not any(getattr(model.config, name, None) is not None for name in ("image_token_id", "image_token_index"))
+    _refused(model, "cross-attention")
+
+
+def _git_evidence() -> None:
+    """GIT prepends the projected image features to the text embeddings (positions without token ids), and its
+    text self-attention computes the softmax inline instead of dispatching through the AttentionInterface."""
+    import inspect
+
+    from transformers import GitConfig, GitForCausalLM
+    from transformers.models.git.modeling_git import GitSelfAttention
+
+    config = GitConfig(vision_config=dict(image_size=8, patch_size=2, hidden_size=32, intermediate_size=37,
+                                          num_hidden_layers=1, num_attention_heads=4),
+                       vocab_size=VOCAB, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                       intermediate_size=37)
+    model = _build(GitForCausalLM, config, 0)
+    input_ids = torch.tensor([[BOS, 5, 6, 7]])
+    with torch.no_grad():
+        logits = model(input_ids=input_ids, pixel_values=_seeded_images([[]], (3, 8, 8), 0)).logits
+    image_positions = (8 // 2) ** 2 + 1  # the patches and the class token
+    assert logits.shape[1] == input_ids.shape[1] + image_positions, "image positions come before the input ids"
+    assert not any(getattr(config, name, None) is not None for name in ("image_token_id", "image_token_index"))
+    assert "ALL_ATTENTION_FUNCTIONS" not in inspect.getsource(GitSelfAttention.forward)
+    _refused(model, "no image-token ids")
+
+
+def _kosmos_evidence(model_type: str, vision: dict[str, Any]) -> None:
+    """Kosmos-2 and 2.5 put the image embeddings where ``image_embeds_position_mask`` says, whatever the ids there:
+    the same ``input_ids`` with the mask moved by one position give other logits."""
+    import transformers
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+    text = dict(vocab_size=VOCAB, embed_dim=32, layers=1, ffn_dim=64, attention_heads=4, pad_token_id=PAD,
+                bos_token_id=BOS, eos_token_id=EOS)
+    config = transformers.CONFIG_MAPPING[model_type](text_config=text, vision_config=vision, latent_query_num=2)
+    model = _build(getattr(transformers, MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES[model_type]), config, 0)
+    input_ids = torch.tensor([[BOS, 5, 6, 5, 6, 7]])  # the image placeholders hold ordinary ids, also in the text
+    image_embeds = torch.randn(1, 2, 32, generator=torch.Generator().manual_seed(0))
+    logits = []
+    for start in (1, 3):
+        mask = torch.zeros_like(input_ids)
+        mask[0, start : start + 2] = 1
+        with torch.no_grad():
+            logits.append(model(input_ids=input_ids, image_embeds=image_embeds, image_embeds_position_mask=mask,
+                                attention_mask=torch.ones_like(input_ids)).logits)
+    assert not torch.allclose(logits[0], logits[1]), "the mask, not the ids, places the image"
+    assert not any(getattr(config, name, None) is not None for name in ("image_token_id", "image_token_index"))
+    _refused(model, "image_embeds_position_mask")
+
+
+def _action_model_evidence(model_type: str) -> None:
+    """pi0 and pi0.5 predict a chunk of robot actions by flow matching; they neither predict nor generate text."""
+    import inspect
+
+    from transformers import GenerationMixin
+
+    model = _on_meta(model_type)
+    assert not isinstance(model, GenerationMixin)
+    assert model.action_out_proj.out_features == model.config.max_action_dim
+    assert {"noise", "timestep", "actions"} <= set(inspect.signature(model.forward).parameters)
+    assert hasattr(model, "sample_actions")
+    _refused(model, "action model")
+
+
+def _evolla_evidence() -> None:
+    import inspect
+
+    model = _on_meta("evolla")
+    inputs = inspect.signature(model.forward).parameters
+    assert "protein_input_ids" in inputs and "pixel_values" not in inputs
+    assert any(hasattr(layer, "adapter") for layer in model.model.layers), "protein features enter by cross-attention"
+    _refused(model, "protein")
+
+
+def _inkling2_loop_evidence() -> None:
+    """The looped layers of Inkling 2 Loop run their attention once per pass in one forward."""
+    from transformers import Inkling2LoopConfig, Inkling2LoopForConditionalGeneration
+
+    text = _text_config(head_dim=8, swa_num_attention_heads=4, swa_num_key_value_heads=4, swa_head_dim=8,
+                        sliding_window_size=SLIDING_WINDOW, layer_types=["hybrid_sliding", "hybrid"], d_rel=4,
+                        rel_extent=16, moe_intermediate_size=16, n_routed_experts=4, num_experts_per_tok=2,
+                        unpadded_vocab_size=VOCAB, n_layers_per_attn_res_block=1, conv_kernel_size=3,
+                        loop_layer_index_start=1, loop_layer_index_end=2, loop_num_passes=3, loop_gate_rank=4)
+    del text["intermediate_size"]
+    vision = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, patch_size=2, spatial_merge_size=2,
+                  posemb_grid_size=4, projection_hidden_dim=32, text_hidden_size=32)
+    config = Inkling2LoopConfig(text_config=text, vision_config=vision, image_token_id=IMAGE_TOKEN)
+    model = _build(Inkling2LoopForConditionalGeneration, config, 0)
+    calls = [0, 0]
+    handles = [layer.self_attn.register_forward_hook(lambda *_, i=i: calls.__setitem__(i, calls[i] + 1))
+               for i, layer in enumerate(model.model.language_model.layers)]
+    try:
+        with torch.no_grad():
+            model(input_ids=torch.tensor([[BOS, 5, 6, 7]]), use_cache=False)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert calls == [1, config.text_config.loop_num_passes], calls
+    _refused(model, "looped layers")
+
+
 # --- group 4: evidence above this line ---
 
 
@@ -457,6 +584,19 @@ UNSERVED_EVIDENCE: dict[str, Callable[[], None]] = {
     
     # --- group 3: rows above this line ---
     
+    "blip": _blip_evidence,
+    **{t: partial(_encoder_decoder_evidence, t)
+       for t in ("florence2", "pix2struct", "pp_formulanet", "udop", "vision-encoder-decoder")},
+    "git": _git_evidence,
+    "kosmos-2": partial(_kosmos_evidence, "kosmos-2", dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1,
+                                                          num_attention_heads=4, image_size=8, patch_size=2)),
+    "kosmos-2.5": partial(_kosmos_evidence, "kosmos-2.5", dict(hidden_size=32, patch_embed_hidden_size=16,
+                                                              intermediate_size=37, head_dim=8, num_hidden_layers=1,
+                                                              num_attention_heads=4, max_num_patches=16)),
+    "pi0": partial(_action_model_evidence, "pi0"),
+    "pi05": partial(_action_model_evidence, "pi05"),
+    "evolla": _evolla_evidence,
+    "inkling2_loop": _inkling2_loop_evidence,
     # --- group 4: rows above this line ---
     
 }
