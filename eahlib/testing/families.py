@@ -448,6 +448,13 @@ def _mllama_evidence() -> None:
 # --- group 3: evidence above this line ---
 
 
+def _has_image_token_id(config: Any) -> bool:
+    """Whether the config names an image-token id where the generic layout looks for one."""
+    from eahlib.models import GENERIC_FAMILY
+
+    return any(getattr(config, name, None) is not None for name in GENERIC_FAMILY.image_token_attrs)
+
+
 _CROSS_ATTENTION = re.compile(r"cross|encoder_attn|encdec|encoder_decoder_attention", re.IGNORECASE)
 
 
@@ -471,7 +478,7 @@ def _blip_evidence() -> None:
     model = _on_meta("blip")
     layers = model.text_decoder.bert.encoder.layer
     assert all(hasattr(layer, "crossattention") for layer in layers), "every text layer cross-attends to the image"
-    assert not any(getattr(model.config, name, None) is not None for name in ("image_token_id", "image_token_index"))
+    assert not _has_image_token_id(model.config)
     _refused(model, "cross-attention")
 
 
@@ -493,14 +500,14 @@ def _git_evidence() -> None:
         logits = model(input_ids=input_ids, pixel_values=_seeded_images([[]], (3, 8, 8), 0)).logits
     image_positions = (8 // 2) ** 2 + 1  # the patches and the class token
     assert logits.shape[1] == input_ids.shape[1] + image_positions, "image positions come before the input ids"
-    assert not any(getattr(config, name, None) is not None for name in ("image_token_id", "image_token_index"))
+    assert not _has_image_token_id(config)
     assert "ALL_ATTENTION_FUNCTIONS" not in inspect.getsource(GitSelfAttention.forward)
     _refused(model, "no image-token ids")
 
 
 def _kosmos_evidence(model_type: str, vision: dict[str, Any]) -> None:
     """Kosmos-2 and 2.5 put the image embeddings where ``image_embeds_position_mask`` says, whatever the ids there:
-    the same ``input_ids`` with the mask moved by one position give other logits."""
+    the same ``input_ids`` with the mask moved give other logits."""
     import transformers
     from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
@@ -518,7 +525,7 @@ def _kosmos_evidence(model_type: str, vision: dict[str, Any]) -> None:
             logits.append(model(input_ids=input_ids, image_embeds=image_embeds, image_embeds_position_mask=mask,
                                 attention_mask=torch.ones_like(input_ids)).logits)
     assert not torch.allclose(logits[0], logits[1]), "the mask, not the ids, places the image"
-    assert not any(getattr(config, name, None) is not None for name in ("image_token_id", "image_token_index"))
+    assert not _has_image_token_id(config)
     _refused(model, "image_embeds_position_mask")
 
 
