@@ -118,16 +118,22 @@ class _Activation:
 _ACTIVE_MODELS: weakref.WeakKeyDictionary[nn.Module, _Activation] = weakref.WeakKeyDictionary()
 
 
-def _additive_mask(attention_mask: Tensor | None, query_length: int, key_length: int, device: torch.device) -> Tensor:
-    """Turn any mask transformers hands over into a float32 additive ``[.., q, k]`` mask.
+def _unmasked_visibility(query_length: int, key_length: int, device: torch.device, causal: bool) -> Tensor:
+    """``[q, k]`` bool: what a call without a mask may attend: causal (SDPA's causal shortcut) with the queries at
+    the end, or every key for a module that is not causal (``is_causal=False``, as SDPA reads it)."""
+    if not causal:
+        return torch.ones(query_length, key_length, dtype=torch.bool, device=device)
+    query_pos = torch.arange(query_length, device=device).unsqueeze(-1) + (key_length - query_length)
+    return torch.arange(key_length, device=device) <= query_pos
 
-    ``None`` (SDPA's causal shortcut) means plain causal attention with the queries at the end.
-    """
+
+def _additive_mask(attention_mask: Tensor | None, query_length: int, key_length: int, device: torch.device,
+                   causal: bool = True) -> Tensor:
+    """Turn any mask transformers hands over into a float32 additive ``[.., q, k]`` mask (``None``: see
+    :func:`_unmasked_visibility`)."""
     minimum = torch.finfo(torch.float32).min
     if attention_mask is None:
-        query_pos = torch.arange(query_length, device=device).unsqueeze(-1) + (key_length - query_length)
-        allowed = torch.arange(key_length, device=device) <= query_pos
-        return torch.where(allowed, 0.0, minimum)
+        return torch.where(_unmasked_visibility(query_length, key_length, device, causal), 0.0, minimum)
     if attention_mask.dtype == torch.bool:
         return torch.where(attention_mask, 0.0, minimum)
     return attention_mask.float()
@@ -140,6 +146,8 @@ def attention_scores(
     attention_mask: Tensor | None,
     scaling: float | None = None,
     softcap: float | None = None,
+    position_bias: Tensor | None = None,
+    causal: bool = True,
 ) -> Tensor:
     """Masked pre-softmax attention logits of every query head, in float32.
 
@@ -147,9 +155,12 @@ def attention_scores(
         module: the attention module (for ``num_key_value_groups``).
         query: ``[B, H, q, d]``.
         key: ``[B, H_kv, k, d]``.
-        attention_mask: bool (True = attend), additive float, or ``None`` (causal).
+        attention_mask: bool (True = attend), additive float, or ``None`` (causal, or none at all if not ``causal``).
         scaling: score scale (default ``d ** -0.5``).
         softcap: logit soft-capping ``c * tanh(x / c)`` before the mask (Gemma 2 and its descendants).
+        position_bias: additive logits ``[B or 1, H, q, k]`` before the mask (a learned relative-position bias,
+            as T5 and Inkling pass it), or ``None``.
+        causal: what ``attention_mask=None`` means: causal, or no mask (a module with ``is_causal=False``).
 
     Returns:
         ``[B, H, q, k]`` float32; masked positions hold the float32 minimum.
@@ -160,37 +171,40 @@ def attention_scores(
     scores = torch.matmul(query.float(), key.float().transpose(2, 3)) * scale
     if softcap is not None:
         scores = torch.tanh(scores / softcap) * softcap
-    mask = _additive_mask(attention_mask, query.shape[2], key.shape[2], query.device)
+    if position_bias is not None:
+        scores = scores + position_bias.float()
+    mask = _additive_mask(attention_mask, query.shape[2], key.shape[2], query.device, causal)
     return scores + mask[..., : key.shape[2]]
 
 
 def attention_probabilities(scores: Tensor, sinks: Tensor | None = None) -> Tensor:
-    """Softmax over the keys; with per-head ``sinks`` logits (gpt-oss style), each row also spreads over a
-    virtual sink that is then dropped, so a row sums to less than 1.
+    """Softmax over the keys; with ``sinks`` logits, each row also spreads over a virtual sink that is then
+    dropped, so a row sums to less than 1.
 
     Args:
         scores: ``[B, H, q, k]`` float32 logits.
-        sinks: ``[H]`` sink logits, or ``None``.
+        sinks: one learned sink logit per head ``[H]`` (gpt-oss), one per head and query ``[B, H, q, 1]``
+            (computed from the hidden states, as Inkling 2 does), or ``None``.
 
     Returns:
         ``[B, H, q, k]`` float32.
     """
     if sinks is None:
         return torch.softmax(scores, dim=-1)
-    sink = sinks.float().reshape(1, -1, 1, 1).expand(*scores.shape[:-1], 1)
+    sink = sinks.float().reshape(1, -1, 1, 1) if sinks.dim() == 1 else sinks.float()
+    sink = sink.expand(*scores.shape[:-1], 1)
     return torch.softmax(torch.cat([scores, sink], dim=-1), dim=-1)[..., :-1]
 
 
 def visible_keys(attention_mask: Tensor | None, batch: int, query_length: int, key_length: int,
-                 device: torch.device) -> Tensor:
+                 device: torch.device, causal: bool = True) -> Tensor:
     """``[B, q, k]`` bool: which keys each query may attend, from the mask transformers hands over.
 
-    ``None`` (SDPA's causal shortcut, no padding) means plain causal attention with the queries at the end;
-    a mask with a head dimension counts a key as visible when any head may attend it.
+    ``None`` (no padding) means plain causal attention with the queries at the end (SDPA's causal shortcut), or
+    every key when not ``causal``; a mask with a head dimension counts a key as visible when any head may attend it.
     """
     if attention_mask is None:
-        query_pos = torch.arange(query_length, device=device).unsqueeze(-1) + (key_length - query_length)
-        return (torch.arange(key_length, device=device) <= query_pos).expand(batch, -1, -1)
+        return _unmasked_visibility(query_length, key_length, device, causal).expand(batch, -1, -1)
     mask = attention_mask[..., :key_length]
     visible = mask if mask.dtype == torch.bool else mask > torch.finfo(mask.dtype).min / 2
     if visible.dim() == 4:
@@ -209,10 +223,12 @@ def _explicit_attention(
     hooks: list[LayerHook],
     softcap: float | None = None,
     sinks: Tensor | None = None,
+    position_bias: Tensor | None = None,
+    causal: bool = True,
 ) -> tuple[Tensor, Tensor]:
-    call = AttentionCall(module, attention_scores(module, query, key, attention_mask, scaling, softcap), None,
-                         visible_keys(attention_mask, query.shape[0], query.shape[2], key.shape[2], query.device),
-                         query.shape[2] == key.shape[2])
+    scores = attention_scores(module, query, key, attention_mask, scaling, softcap, position_bias, causal)
+    visible = visible_keys(attention_mask, query.shape[0], query.shape[2], key.shape[2], query.device, causal)
+    call = AttentionCall(module, scores, None, visible, query.shape[2] == key.shape[2])
     for hook in hooks:
         call.scores = hook.adjust_scores(call)
     call.probs = attention_probabilities(call.scores, sinks)
@@ -244,13 +260,17 @@ def _eahlib_attention(
     if not active and base == "sdpa":
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
     sinks = kwargs.get("s_aux", kwargs.get("sinks"))
-    if sinks is not None and sinks.dim() != 1:
+    per_query = (query.shape[0], query.shape[1], query.shape[2], 1)
+    if sinks is not None and not (sinks.dim() == 1 or (sinks.dim() == 4 and sinks.shape[1:] == per_query[1:])):
         raise NotImplementedError(
             f"{type(module).__name__} passes attention sinks of shape {list(sinks.shape)}; eahlib's explicit attention "
-            "implements one sink logit per head ([heads]), so this layer cannot provide probabilities."
+            f"implements one sink logit per head ([heads]) or per head and query ({list(per_query)}), so this layer "
+            "cannot provide probabilities."
         )
+    causal = kwargs.get("is_causal")
+    causal = getattr(module, "is_causal", True) if causal is None else causal
     return _explicit_attention(module, query, key, value, attention_mask, scaling, dropout, active,
-                               kwargs.get("softcap"), sinks)
+                               kwargs.get("softcap"), sinks, kwargs.get("position_bias"), causal)
 
 
 def _register() -> None:

@@ -84,8 +84,9 @@ FAMILIES: tuple[ModelFamily, ...] = (
                 notes="Q-Former queries are the image tokens; generate runs the language model on embeddings"),
     ModelFamily("blip_2", ("blip-2",), ("Blip2ForConditionalGeneration",), "language_model", "text_config",
                 _IMAGE_IDS, "Salesforce/blip2-opt-2.7b",
-                notes="language model at the top (OPT or Flan-T5 decoder-only variants); checkpoints without "
-                      "image_token_index prepend the queries without image tokens and are refused"),
+                notes="Q-Former queries are the image tokens, before <bos>; language model at the top. Served: OPT "
+                      "checkpoints with image_token_index set; Flan-T5 ones (encoder-decoder) and checkpoints without "
+                      "image_token_index are refused"),
     ModelFamily("idefics3", ("idefics3",), ("Idefics3ForConditionalGeneration",), "model.text_model",
                 "text_config", _IMAGE_IDS, "HuggingFaceM4/Idefics3-8B-Llama3",
                 notes="language model at model.text_model"),
@@ -110,6 +111,37 @@ FAMILIES: tuple[ModelFamily, ...] = (
     
     # --- group 3: rows above this line ---
     
+    ModelFamily("instructblipvideo", ("instructblipvideo",), ("InstructBlipVideoForConditionalGeneration",),
+                "language_model", "text_config", ("video_token_id", "video_token_index"),
+                "Salesforce/instructblip-vicuna-7b",
+                notes="Q-Former queries of every frame are the video tokens, before <bos>; language model at the top; "
+                      "Flan-T5 checkpoints (encoder-decoder) are refused"),
+    ModelFamily("fuyu", ("fuyu",), ("FuyuForCausalLM",), "model.language_model", "text_config", _IMAGE_IDS,
+                "adept/fuyu-8b",
+                notes="no vision tower: linearly embedded patches; a newline token (not an image token) ends each row"),
+    ModelFamily("chameleon", ("chameleon",), ("ChameleonForConditionalGeneration",), "model", None, _IMAGE_IDS,
+                "facebook/chameleon-7b",
+                notes="VQ image codes embedded as vocabulary tokens in place of the <image> placeholders; "
+                      "no text sub-config (the decoder is model)"),
+    ModelFamily("emu3", ("emu3",), ("Emu3ForConditionalGeneration",), "model.text_model", "text_config", _IMAGE_IDS,
+                "BAAI/Emu3-Chat-hf",
+                notes="VQ image codes embedded as vocabulary tokens in place of the <image> placeholders (one "
+                      "end-of-line code per row among them); language model at model.text_model"),
+    ModelFamily("muse_glimmer", ("muse_glimmer",), ("MuseGlimmerForConditionalGeneration",), "model.language_model",
+                "text_config", ("image_token_id", "video_token_id"), "meta-models/Muse-Glimmer-30B",
+                notes="sliding-window layers (3 of every 4); full-attention layers without position embeddings"),
+    ModelFamily("muse_spark", ("muse_spark",), ("MuseSparkForConditionalGeneration",), "model.language_model",
+                "text_config", ("image_token_id", "video_token_id"), "meta-models/Muse-Spark-Open-816B-A42B",
+                notes="sliding-window layers (3 of every 4); full-attention layers without position embeddings; MoE; "
+                      "audio tokens are not image tokens"),
+    ModelFamily("inkling", ("inkling_mm_model",), ("InklingForConditionalGeneration",), "model.language_model",
+                "text_config", _IMAGE_IDS, "thinkingmachines/Inkling",
+                notes="sliding-window layers (5 of every 6); learned relative-position bias on the logits; MoE; "
+                      "audio tokens are not image tokens"),
+    ModelFamily("inkling2", ("inkling2",), ("Inkling2ForConditionalGeneration",), "model.language_model",
+                "text_config", _IMAGE_IDS, "thinkingmachines/Inkling-2-Small-MXFP8",
+                notes="sliding-window layers (5 of every 6); relative-position bias on the logits; a sink logit per "
+                      "head and query; eager attention only; MoE"),
     # --- group 4: rows above this line ---
     
 )
@@ -124,6 +156,35 @@ UNSERVED: tuple[UnservedFamily, ...] = (
     
     # --- group 3: rows above this line ---
     
+    UnservedFamily(("florence2", "pix2struct", "pp_formulanet", "udop", "vision-encoder-decoder"),
+                   ("Florence2ForConditionalGeneration", "Pix2StructForConditionalGeneration",
+                    "PPFormulaNetForConditionalGeneration", "UdopForConditionalGeneration", "VisionEncoderDecoderModel"),
+                   "encoder-decoder model: the image (with the prompt) goes through an encoder and the text decoder "
+                   "reads it only through cross-attention, so there are no image tokens in the decoder's "
+                   "self-attention whose received attention to count"),
+    UnservedFamily(("blip",), ("BlipForConditionalGeneration",),
+                   "cross-attention model: every layer of BLIP's text decoder cross-attends to the image features, "
+                   "which are not tokens of the sequence, so there are no image tokens whose received attention to "
+                   "count"),
+    UnservedFamily(("git",), ("GitForCausalLM",),
+                   "the image features are prepended to the text embeddings at positions that have no image-token "
+                   "ids in input_ids (no image-token ids to locate them by), and the text self-attention computes its "
+                   "softmax inline instead of dispatching through transformers' AttentionInterface"),
+    UnservedFamily(("kosmos-2", "kosmos-2.5"), ("Kosmos2ForConditionalGeneration", "Kosmos2_5ForConditionalGeneration"),
+                   "the image embeddings go where the image_embeds_position_mask input says, and the placeholder "
+                   "ids there are ordinary tokens (Kosmos-2: the ids after <unk>; Kosmos-2.5: <s>, which also starts "
+                   "the prompt), so image tokens cannot be located by id in input_ids"),
+    UnservedFamily(("pi0", "pi05"), ("PI0ForConditionalGeneration", "PI05ForConditionalGeneration"),
+                   "robot action model: a PaliGemma prefix feeds an action expert that predicts a chunk of actions "
+                   "by flow matching ([batch, chunk_size, max_action_dim]); it has no text output to hallucinate "
+                   "in and no generate"),
+    UnservedFamily(("evolla",), ("EvollaForProteinText2Text",),
+                   "protein-text model, not vision-language: it takes protein sequences (protein_input_ids, no image "
+                   "input), which reach the language model through cross-attention adapters"),
+    UnservedFamily(("inkling2_loop",), ("Inkling2LoopForConditionalGeneration",),
+                   "looped layers: the decoder layers from loop_layer_index_start to loop_layer_index_end run "
+                   "loop_num_passes times in one forward, so such a layer has one attention map per pass, while "
+                   "eahlib's per-layer sink densities and EAH's head choice take one per layer"),
     # --- group 4: rows above this line ---
     
 )
@@ -202,15 +263,27 @@ def text_config(model: nn.Module) -> Any:
 
 
 def decoder(model: nn.Module) -> nn.Module:
-    """The decoder stack of the language model (the module that owns ``.layers``)."""
+    """The decoder stack of the language model (the module that owns ``.layers``).
+
+    Raises:
+        ValueError: the language model is an encoder-decoder (BLIP-2's Flan-T5 checkpoints, say), or has no
+            ``.layers`` list.
+    """
     lm = language_model(model)
+    if getattr(getattr(lm, "config", None), "is_encoder_decoder", False):
+        checkpoint = model_family(model).checkpoint
+        raise ValueError(
+            f"{type(model).__name__}'s language model {type(lm).__name__} is an encoder-decoder: the prompt and its "
+            "image tokens go through the encoder and reach the generated tokens only through cross-attention, so "
+            "eahlib's sink definitions and EAH (self-attention of a decoder-only language model over the image "
+            "tokens) do not apply. Use a checkpoint of the family with a decoder-only language model"
+            + (f" (e.g. {checkpoint})." if checkpoint else ".")
+        )
     for candidate in (lm, lm.get_decoder() if hasattr(lm, "get_decoder") else None):
         if isinstance(getattr(candidate, "layers", None), nn.ModuleList):
             return candidate
-    raise ValueError(
-        f"{type(model).__name__}: the language model {type(lm).__name__} has no `.layers` list of decoder "
-        "layers (encoder-decoder language models such as T5 are not supported)."
-    )
+    raise ValueError(f"{type(model).__name__}: the language model {type(lm).__name__} has no `.layers` list of decoder "
+                     "layers.")
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:

@@ -164,3 +164,89 @@ def test_presets_count_attention_layers_on_a_hybrid_model() -> None:
     with pytest.raises(ValueError, match=r"attention layers are \[1, 3\]"):
         with eah.enhance_attention_heads(model, layer=2):
             pass
+
+
+def _attention_module(is_causal: bool = True) -> torch.nn.Module:
+    module = torch.nn.Module().eval()
+    module.num_key_value_groups, module.is_causal = 1, is_causal
+    return module
+
+
+def _qkv() -> list[torch.Tensor]:
+    """Query, key and value ``[2, 4, 5, 8]``."""
+    generator = torch.Generator().manual_seed(0)
+    return [torch.randn(2, 4, 5, 8, generator=generator) for _ in range(3)]
+
+
+def _padded_causal_mask() -> torch.Tensor:
+    """``[2, 1, 5, 5]`` bool: causal, the second sample left-padded by two tokens (padding queries see only
+    themselves, so that every row of the references has a key)."""
+    causal = torch.ones(5, 5, dtype=torch.bool).tril()
+    real = torch.tensor([[True] * 5, [False, False, True, True, True]])
+    return (causal & real[:, None, :])[:, None] | torch.eye(5, dtype=torch.bool)
+
+
+def test_explicit_attention_adds_a_position_bias_to_the_logits_as_sdpa_does() -> None:
+    """Inkling's relative-position bias reaches the attention function as ``position_bias``."""
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    module, (query, key, value), mask = _attention_module(), _qkv(), _padded_causal_mask()
+    bias = 3 * torch.randn(2, 4, 5, 5, generator=torch.Generator().manual_seed(1))
+    want, _ = sdpa_attention_forward(module, query, key, value, mask, position_bias=bias)
+    got, _ = AttentionInterface()["eahlib_eager"](module, query, key, value, mask, position_bias=bias)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_explicit_attention_spreads_rows_over_per_query_sinks() -> None:
+    """Inkling 2 computes a sink logit per head and query (``[B, H, q, 1]``) from the hidden states."""
+    from transformers import AttentionInterface
+    from transformers.models.inkling2.modeling_inkling2 import eager_attention_forward
+
+    module, (query, key, value), mask = _attention_module(), _qkv(), _padded_causal_mask()
+    sinks = 2 * torch.randn(2, 4, 5, 1, generator=torch.Generator().manual_seed(2))
+    additive = torch.where(mask, 0.0, torch.finfo(torch.float32).min)
+    want, _ = eager_attention_forward(module, query, key, value, additive, 8**-0.5, sinks=sinks)
+    got, weights = AttentionInterface()["eahlib_eager"](module, query, key, value, mask, sinks=sinks)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert (weights.sum(-1) < 1 - 1e-3).all()
+    with pytest.raises(NotImplementedError, match=r"per head and query \(\[2, 4, 5, 1\]\)"):
+        AttentionInterface()["eahlib_eager"](module, query, key, value, mask, sinks=sinks.expand(-1, -1, -1, 2))
+
+
+@pytest.mark.parametrize("is_causal", [True, False])
+def test_explicit_attention_without_a_mask_is_causal_only_for_a_causal_module(is_causal: bool) -> None:
+    """A call without a mask means causal attention (SDPA's shortcut) only when the module is causal; Inkling 2's
+    attention over earlier blocks' states (``is_causal=False``) goes through the same interface."""
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    module, (query, key, value) = _attention_module(is_causal), _qkv()
+    want, _ = sdpa_attention_forward(module, query, key, value, None)
+    got, weights = AttentionInterface()["eahlib_eager"](module, query, key, value, None)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert bool((weights[..., 0, 1:] > 0).any()) is not is_causal
+
+
+@pytest.mark.parametrize(("config_name", "image_id"), [("Blip2Config", "image_token_index"),
+                                                    ("InstructBlipVideoConfig", "video_token_index")])
+def test_a_flan_t5_checkpoint_is_refused_as_an_encoder_decoder_naming_a_decoder_only_one(config_name: str,
+                                                                                     image_id: str) -> None:
+    """BLIP-2's and InstructBLIP's Flan-T5 checkpoints: their language model is T5, an encoder-decoder."""
+    import transformers
+
+    t5 = dict(model_type="t5", vocab_size=99, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+              decoder_start_token_id=0)
+    config = getattr(transformers, config_name)(
+        vision_config=dict(image_size=8, patch_size=2, hidden_size=32, intermediate_size=37, num_hidden_layers=1,
+                           num_attention_heads=4),
+        qformer_config=dict(vocab_size=99, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                            intermediate_size=37, encoder_hidden_size=32),
+        text_config=t5, num_query_tokens=2, **{image_id: IMAGE_TOKEN},
+    )
+    model = transformers.AutoModelForImageTextToText.from_config(config)
+    assert model.language_model.config.is_encoder_decoder
+    checkpoint = model_family(model).checkpoint
+    with pytest.raises(ValueError, match=rf"T5ForConditionalGeneration is an encoder-decoder.*\(e.g. {checkpoint}\)"):
+        with eah.enhance_attention_heads(model, layer=0):
+            pass
