@@ -149,6 +149,141 @@ def tiny_lfm2_vl(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
     return _one_image_model(model, (16, 12), seed, pixel_extra=pixels)
 
 
+def _llama(**extra: Any) -> dict[str, Any]:
+    return _text_config(**extra) | {"model_type": "llama"}
+
+
+def _clip(image_size: int = 8) -> Any:
+    from eahlib.testing import _clip_vision
+
+    return _clip_vision(image_size)
+
+
+def tiny_vipllava(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """ViP-LLaVA: CLIP features of several layers (CLS dropped) concatenated: 16 image tokens."""
+    from transformers import VipLlavaConfig, VipLlavaForConditionalGeneration
+
+    config = VipLlavaConfig(text_config=_llama(), vision_config=_clip(), image_token_index=IMAGE_TOKEN,
+                            vision_feature_layer=[-2, -1])
+    return _one_image_model(_build(VipLlavaForConditionalGeneration, config, seed), (3, 8, 8), seed)
+
+
+def tiny_video_llava(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """Video-LLaVA: separate image and video towers; images come as ``pixel_values_images``."""
+    from transformers import VideoLlavaConfig, VideoLlavaForConditionalGeneration
+
+    config = VideoLlavaConfig(text_config=_llama(), vision_config=_clip(), image_token_index=IMAGE_TOKEN,
+                              video_token_index=97, vision_feature_layer=-1)
+    model = _build(VideoLlavaForConditionalGeneration, config, seed)
+    _, make_inputs = _one_image_model(model, (3, 8, 8), seed)
+
+    def images_as_images(prompts: Sequence[Sequence[int]]) -> dict[str, Tensor]:
+        batch = make_inputs(prompts)
+        batch["pixel_values_images"] = batch.pop("pixel_values")
+        return batch
+
+    return model, images_as_images
+
+
+def _anyres_model(model: nn.Module, seed: int) -> tuple[nn.Module, InputBuilder]:
+    """A LLaVA-NeXT-style any-resolution family: a 12x8 image becomes a base tile and 2 tiles of 8 px."""
+    def sizes(count: int) -> dict[str, Tensor]:
+        return {"image_sizes": torch.tensor([[12, 8]] * count)}
+
+    return _one_image_model(model, (3, 3, 8, 8), seed, pixel_extra=sizes)
+
+
+_PINPOINTS = [[8, 8], [8, 16], [16, 8]]
+
+
+def tiny_llava_next_video(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """LLaVA-NeXT-Video: LLaVA-NeXT's any-resolution images, plus pooled video frames (not used here)."""
+    from transformers import LlavaNextVideoConfig, LlavaNextVideoForConditionalGeneration
+
+    config = LlavaNextVideoConfig(text_config=_llama(), vision_config=_clip(), image_token_index=IMAGE_TOKEN,
+                                  video_token_index=97, vision_feature_layer=-1, image_grid_pinpoints=_PINPOINTS)
+    return _anyres_model(_build(LlavaNextVideoForConditionalGeneration, config, seed), seed)
+
+
+def tiny_llava_onevision(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """LLaVA-OneVision: SigLIP tiles (all patches kept), any resolution, a Qwen2 language model."""
+    from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration
+
+    config = LlavaOnevisionConfig(text_config=_text_config(num_key_value_heads=2) | {"model_type": "qwen2"},
+                                  vision_config=_siglip_vision() | {"model_type": "siglip_vision_model"},
+                                  image_token_index=IMAGE_TOKEN, video_token_index=97, image_grid_pinpoints=_PINPOINTS)
+    return _anyres_model(_build(LlavaOnevisionForConditionalGeneration, config, seed), seed)
+
+
+def _cohere2(**extra: Any) -> dict[str, Any]:
+    """A Cohere2 language model: a sliding-window layer, then a full-attention layer."""
+    return _text_config(sliding_window=SLIDING_WINDOW, layer_types=["sliding_attention", "full_attention"],
+                        **extra) | {"model_type": "cohere2"}
+
+
+def tiny_aya_vision(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """Aya Vision: SigLIP (4x4 patches), 2x2 pixel shuffle (4 image tokens), a Cohere2 language model."""
+    from transformers import AyaVisionConfig, AyaVisionForConditionalGeneration
+
+    config = AyaVisionConfig(text_config=_cohere2(), vision_config=_siglip_vision() | {"model_type": "siglip_vision_model"},
+                             image_token_index=IMAGE_TOKEN)
+    return _one_image_model(_build(AyaVisionForConditionalGeneration, config, seed), (3, 8, 8), seed,
+                            before=[96], after=[97])
+
+
+def tiny_cohere2_vision(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """Command A Vision: SigLIP (4x4 patches), 2x2 pixel shuffle (4 image tokens), a Cohere2 language model."""
+    from transformers import Cohere2VisionConfig, Cohere2VisionForConditionalGeneration
+
+    config = Cohere2VisionConfig(text_config=_cohere2(), vision_config=_siglip_vision() | {"model_type": "siglip_vision_model"},
+                                 image_token_id=IMAGE_TOKEN, alignment_intermediate_size=64)
+    return _one_image_model(_build(Cohere2VisionForConditionalGeneration, config, seed), (3, 8, 8), seed,
+                            before=[96], after=[97])
+
+
+def _pixtral_model(model: nn.Module, seed: int, image_break: int = 96, image_end: int = 97) -> tuple[nn.Module, InputBuilder]:
+    """A Pixtral-tower family: an 8x12 image (4x6 patches, 2x2 merged: 2 rows of 3 image tokens), each row
+    closed by ``[IMG_BREAK]`` and the last by ``[IMG_END]``, as the Pixtral processor writes them."""
+    sizes = torch.tensor([[8, 12]])
+    rows, columns = 2, 3
+    assert _image_features(model, pixel_values=_seeded_images([[]], (3, 8, 12), seed), image_sizes=sizes) == rows * columns
+    block = [token for row in range(rows) for token in [*[IMAGE_TOKEN] * columns, image_break]]
+    block[-1] = image_end
+
+    def make_inputs(prompts: Sequence[Sequence[int]]) -> dict[str, Tensor]:
+        batch = _left_pad([_expand_with(p, block) for p in prompts])
+        batch["pixel_values"] = _seeded_images(prompts, (3, 8, 12), seed)
+        batch["image_sizes"] = sizes.expand(len(prompts), -1).clone()
+        return batch
+
+    return model, make_inputs
+
+
+def _pixtral_vision() -> dict[str, Any]:
+    return dict(model_type="pixtral", image_size=16, patch_size=2, hidden_size=32, intermediate_size=37,
+                num_hidden_layers=2, num_attention_heads=4, head_dim=8)
+
+
+def tiny_mistral3(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """Mistral 3 (Mistral Small 3.1): a Pixtral tower, 2x2 patch merging, a Mistral language model (every layer
+    sliding when its config sets a window, as Mistral's does by default)."""
+    from transformers import Mistral3Config, Mistral3ForConditionalGeneration
+
+    text = _text_config(num_key_value_heads=2, head_dim=8, sliding_window=SLIDING_WINDOW) | {"model_type": "mistral"}
+    config = Mistral3Config(text_config=text,
+                            vision_config=_pixtral_vision(), image_token_index=IMAGE_TOKEN)
+    return _pixtral_model(_build(Mistral3ForConditionalGeneration, config, seed), seed)
+
+
+def tiny_lighton_ocr(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """LightOnOCR: a Pixtral tower, 2x2 patch merging, a Qwen3 language model."""
+    from transformers import LightOnOcrConfig, LightOnOcrForConditionalGeneration
+
+    config = LightOnOcrConfig(text_config=_text_config(num_key_value_heads=2, head_dim=8) | {"model_type": "qwen3"},
+                              vision_config=_pixtral_vision(), image_token_id=IMAGE_TOKEN)
+    return _pixtral_model(_build(LightOnOcrForConditionalGeneration, config, seed), seed)
+
+
 # --- group 1: builders above this line ---
 
 
@@ -170,6 +305,14 @@ TINY_FAMILIES: dict[str, Builder] = {
     "gemma3": tiny_gemma3,
     "paligemma": tiny_paligemma,
     "lfm2_vl": tiny_lfm2_vl,
+    "vipllava": tiny_vipllava,
+    "video_llava": tiny_video_llava,
+    "llava_next_video": tiny_llava_next_video,
+    "llava_onevision": tiny_llava_onevision,
+    "aya_vision": tiny_aya_vision,
+    "cohere2_vision": tiny_cohere2_vision,
+    "mistral3": tiny_mistral3,
+    "lighton_ocr": tiny_lighton_ocr,
     # --- group 1: rows above this line ---
     
     # --- group 2: rows above this line ---
