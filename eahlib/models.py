@@ -129,6 +129,13 @@ FAMILIES: tuple[ModelFamily, ...] = (
     ModelFamily("lighton_ocr", ("lighton_ocr",), ("LightOnOcrForConditionalGeneration",), "model.language_model",
                 "text_config", _IMAGE_IDS, "lightonai/LightOnOCR-1B-1025",
                 notes="Pixtral tower: rows of image tokens separated by [IMG_BREAK] tokens (not image tokens)"),
+    ModelFamily("got_ocr2", ("got_ocr2", "pp_chart2table"), ("GotOcr2ForConditionalGeneration",),
+                "model.language_model", "text_config", _IMAGE_IDS, "stepfun-ai/GOT-OCR-2.0-hf",
+                notes="also PP-Chart2Table (same class)"),
+    ModelFamily("internvl", ("internvl",), ("InternVLForConditionalGeneration",), "model.language_model",
+                "text_config", _IMAGE_IDS, "OpenGVLab/InternVL3-1B-hf"),
+    ModelFamily("qianfan_ocr", ("qianfan_ocr",), ("QianfanOCRForConditionalGeneration",), "model.language_model",
+                "text_config", _IMAGE_IDS, "baidu/Qianfan-OCR"),
     # --- group 1: rows above this line ---
     
     # --- group 2: rows above this line ---

@@ -284,6 +284,57 @@ def tiny_lighton_ocr(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
     return _pixtral_model(_build(LightOnOcrForConditionalGeneration, config, seed), seed)
 
 
+def _got_ocr2(config_cls: Any, seed: int) -> tuple[nn.Module, InputBuilder]:
+    """GOT-OCR 2 layout: a SAM-style windowed ViT (16 px / patch 2: 8x8), two stride-2 convolutions (4 image
+    tokens), a Qwen2 language model; the image between ``<img>`` and ``</img>``."""
+    from transformers import GotOcr2ForConditionalGeneration
+
+    vision = dict(hidden_size=32, output_channels=16, num_hidden_layers=2, num_attention_heads=4, image_size=16,
+                  patch_size=2, window_size=4, global_attn_indexes=[1], mlp_dim=37)
+    config = config_cls(text_config=_text_config(num_key_value_heads=2) | {"model_type": "qwen2"},
+                        vision_config=vision, image_token_index=IMAGE_TOKEN)
+    return _one_image_model(_build(GotOcr2ForConditionalGeneration, config, seed), (3, 16, 16), seed,
+                            before=[96], after=[97])
+
+
+def tiny_got_ocr2(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """GOT-OCR 2.0."""
+    from transformers import GotOcr2Config
+
+    return _got_ocr2(GotOcr2Config, seed)
+
+
+def tiny_pp_chart2table(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """PP-Chart2Table: GOT-OCR 2.0's architecture under its own config."""
+    from transformers import PPChart2TableConfig
+
+    return _got_ocr2(PPChart2TableConfig, seed)
+
+
+def _internvl(config_cls: Any, model_cls: Any, text_type: str, seed: int) -> tuple[nn.Module, InputBuilder]:
+    """InternVL layout: an InternViT tile (8 px / patch 2, CLS dropped: 4x4), 2x2 pixel shuffle (4 image
+    tokens) between ``<img>`` and ``</img>``."""
+    vision = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, image_size=8,
+                  patch_size=2)
+    text = _text_config(num_key_value_heads=2, head_dim=8) | {"model_type": text_type}
+    config = config_cls(text_config=text, vision_config=vision, image_token_id=IMAGE_TOKEN)
+    return _one_image_model(_build(model_cls, config, seed), (3, 8, 8), seed, before=[96], after=[97])
+
+
+def tiny_internvl(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """InternVL 3: InternViT, pixel shuffle, a Qwen2 language model."""
+    from transformers import InternVLConfig, InternVLForConditionalGeneration
+
+    return _internvl(InternVLConfig, InternVLForConditionalGeneration, "qwen2", seed)
+
+
+def tiny_qianfan_ocr(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """Qianfan-OCR: InternVL's layout with a Qwen3 language model."""
+    from transformers import QianfanOCRConfig, QianfanOCRForConditionalGeneration
+
+    return _internvl(QianfanOCRConfig, QianfanOCRForConditionalGeneration, "qwen3", seed)
+
+
 # --- group 1: builders above this line ---
 
 
@@ -313,6 +364,10 @@ TINY_FAMILIES: dict[str, Builder] = {
     "cohere2_vision": tiny_cohere2_vision,
     "mistral3": tiny_mistral3,
     "lighton_ocr": tiny_lighton_ocr,
+    "got_ocr2": tiny_got_ocr2,
+    "pp_chart2table": tiny_pp_chart2table,
+    "internvl": tiny_internvl,
+    "qianfan_ocr": tiny_qianfan_ocr,
     # --- group 1: rows above this line ---
     
     # --- group 2: rows above this line ---
