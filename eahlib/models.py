@@ -90,7 +90,7 @@ FAMILIES: tuple[ModelFamily, ...] = (
                 "text_config", _IMAGE_IDS, "HuggingFaceM4/Idefics3-8B-Llama3",
                 notes="language model at model.text_model"),
     ModelFamily("smolvlm", ("smolvlm",), ("SmolVLMForConditionalGeneration",), "model.text_model", "text_config",
-                _IMAGE_IDS, "HuggingFaceTB/SmolVLM-256M-Instruct", notes="language model at model.text_model"),
+                _IMAGE_IDS, "HuggingFaceTB/SmolVLM2-2.2B-Instruct", notes="language model at model.text_model"),
     ModelFamily("gemma3", ("gemma3",), ("Gemma3ForConditionalGeneration",), "model.language_model", "text_config",
                 _IMAGE_IDS, "google/gemma-3-4b-it",
                 notes="sliding-window layers (5 of every 6); bidirectional attention inside each image"),
@@ -136,6 +136,14 @@ FAMILIES: tuple[ModelFamily, ...] = (
                 "text_config", _IMAGE_IDS, "OpenGVLab/InternVL3-1B-hf"),
     ModelFamily("qianfan_ocr", ("qianfan_ocr",), ("QianfanOCRForConditionalGeneration",), "model.language_model",
                 "text_config", _IMAGE_IDS, "baidu/Qianfan-OCR"),
+    ModelFamily("idefics2", ("idefics2",), ("Idefics2ForConditionalGeneration",), "model.text_model",
+                "text_config", _IMAGE_IDS, "HuggingFaceM4/idefics2-8b",
+                notes="perceiver-resampled image tokens; language model at model.text_model; Mistral sliding window "
+                      "on every layer where the text config sets one"),
+    ModelFamily("granite_docling", ("granite_docling",), ("GraniteDoclingForConditionalGeneration",),
+                "model.text_model", "text_config", _IMAGE_IDS, "ibm-granite/granite-for-docling-500m",
+                notes="language model at model.text_model; DeepStack: vision features added to the first text "
+                      "layers' hidden states at the image positions"),
     # --- group 1: rows above this line ---
     
     # --- group 2: rows above this line ---

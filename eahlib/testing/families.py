@@ -335,6 +335,65 @@ def tiny_qianfan_ocr(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
     return _internvl(QianfanOCRConfig, QianfanOCRForConditionalGeneration, "qwen3", seed)
 
 
+_FAKE_AROUND_IMAGE, _GLOBAL_IMAGE = 95, 96
+"""The Idefics processors' ``<fake_token_around_image>`` and ``<global-img>`` (plain text tokens)."""
+
+
+def _idefics_tiles(model: nn.Module, seed: int, global_tag: bool = True,
+                   tile_mask: Callable[[int], Tensor] | None = None) -> tuple[nn.Module, InputBuilder]:
+    """An Idefics-style family: one 8-px tile per prompt (``pixel_values [B, 1, 3, 8, 8]``) whose image tokens
+    sit between ``<fake_token_around_image>`` tokens, after ``<global-img>`` where the processor writes it.
+    ``tile_mask(count)`` is the pixel attention mask (default: every pixel of every tile is real)."""
+    mask = tile_mask or (lambda count: torch.ones(count, 1, 8, 8, dtype=torch.bool))
+    before = [_FAKE_AROUND_IMAGE, _GLOBAL_IMAGE] if global_tag else [_FAKE_AROUND_IMAGE]
+    return _one_image_model(model, (1, 3, 8, 8), seed, before=before, after=[_FAKE_AROUND_IMAGE],
+                            pixel_extra=lambda count: {"pixel_attention_mask": mask(count)})
+
+
+def tiny_idefics2(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """Idefics2: SigLIP, a perceiver resampler (4 latents = 4 image tokens), a Mistral language model with a
+    sliding window on every layer."""
+    from transformers import Idefics2Config, Idefics2ForConditionalGeneration
+
+    text = _text_config(num_key_value_heads=2, sliding_window=SLIDING_WINDOW) | {"model_type": "mistral"}
+    perceiver = dict(hidden_size=32, resampler_n_latents=4, resampler_depth=1, resampler_n_heads=4,
+                     resampler_head_dim=8, num_key_value_heads=2)
+    config = Idefics2Config(text_config=text, vision_config=_siglip_vision(), perceiver_config=perceiver,
+                            image_token_id=IMAGE_TOKEN)
+    return _idefics_tiles(_build(Idefics2ForConditionalGeneration, config, seed), seed, global_tag=False)
+
+
+def tiny_idefics3(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """Idefics3: SigLIP (4x4 patches), 2x2 pixel shuffle (4 image tokens), a Llama language model at
+    ``model.text_model``."""
+    from transformers import Idefics3Config, Idefics3ForConditionalGeneration
+
+    config = Idefics3Config(text_config=_llama(), vision_config=_siglip_vision(), image_token_id=IMAGE_TOKEN,
+                            scale_factor=2)
+    return _idefics_tiles(_build(Idefics3ForConditionalGeneration, config, seed), seed)
+
+
+def tiny_smolvlm(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """SmolVLM: Idefics3's layout (pixel shuffle, language model at ``model.text_model``)."""
+    from transformers import SmolVLMConfig, SmolVLMForConditionalGeneration
+
+    config = SmolVLMConfig(text_config=_llama(), vision_config=_siglip_vision(), image_token_id=IMAGE_TOKEN,
+                           scale_factor=2)
+    return _idefics_tiles(_build(SmolVLMForConditionalGeneration, config, seed), seed)
+
+
+def tiny_granite_docling(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """Granite-Docling: SigLIP tiles (2x2 pixel shuffle: 4 image tokens) whose first vision layer is also
+    added to the first text layers at the image positions (DeepStack); language model at ``model.text_model``."""
+    from transformers import GraniteDoclingConfig, GraniteDoclingForConditionalGeneration
+
+    vision = _siglip_vision() | {"out_hidden_size": 32, "scale_factor": 2, "deepstack_visual_indexes": [0]}
+    config = GraniteDoclingConfig(text_config=_text_config(num_key_value_heads=2), vision_config=vision,
+                                  image_token_id=IMAGE_TOKEN, pad_token_id=PAD)
+    model = _build(GraniteDoclingForConditionalGeneration, config, seed)
+    return _idefics_tiles(model, seed, tile_mask=lambda count: torch.ones(count, 1, dtype=torch.bool))
+
+
 # --- group 1: builders above this line ---
 
 
@@ -368,6 +427,10 @@ TINY_FAMILIES: dict[str, Builder] = {
     "pp_chart2table": tiny_pp_chart2table,
     "internvl": tiny_internvl,
     "qianfan_ocr": tiny_qianfan_ocr,
+    "idefics2": tiny_idefics2,
+    "idefics3": tiny_idefics3,
+    "smolvlm": tiny_smolvlm,
+    "granite_docling": tiny_granite_docling,
     # --- group 1: rows above this line ---
     
     # --- group 2: rows above this line ---
