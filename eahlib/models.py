@@ -144,6 +144,12 @@ FAMILIES: tuple[ModelFamily, ...] = (
                 "model.text_model", "text_config", _IMAGE_IDS, "ibm-granite/granite-for-docling-500m",
                 notes="language model at model.text_model; DeepStack: vision features added to the first text "
                       "layers' hidden states at the image positions"),
+    ModelFamily("aria", ("aria",), ("AriaForConditionalGeneration",), "model.language_model", "text_config",
+                _IMAGE_IDS, "rhymes-ai/Aria", notes="mixture-of-experts language model"),
+    ModelFamily("llama4", ("llama4",), ("Llama4ForConditionalGeneration",), "language_model.model", "text_config",
+                _IMAGE_IDS, "meta-llama/Llama-4-Scout-17B-16E",
+                notes="chunked-attention layers (3 of every 4) between full-attention NoPE layers; mixture of "
+                      "experts; language model at the top (language_model.model)"),
     # --- group 1: rows above this line ---
     
     # --- group 2: rows above this line ---

@@ -241,22 +241,33 @@ def tiny_cohere2_vision(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
                             before=[96], after=[97])
 
 
-def _pixtral_model(model: nn.Module, seed: int, image_break: int = 96, image_end: int = 97) -> tuple[nn.Module, InputBuilder]:
-    """A Pixtral-tower family: an 8x12 image (4x6 patches, 2x2 merged: 2 rows of 3 image tokens), each row
-    closed by ``[IMG_BREAK]`` and the last by ``[IMG_END]``, as the Pixtral processor writes them."""
-    sizes = torch.tensor([[8, 12]])
-    rows, columns = 2, 3
-    assert _image_features(model, pixel_values=_seeded_images([[]], (3, 8, 12), seed), image_sizes=sizes) == rows * columns
-    block = [token for row in range(rows) for token in [*[IMAGE_TOKEN] * columns, image_break]]
-    block[-1] = image_end
+def _image_block_model(model: nn.Module, pixel_shape: Sequence[int], seed: int, block: Sequence[int],
+                       pixel_extra: Callable[[int], Mapping[str, Tensor]] | None = None) -> tuple[nn.Module, InputBuilder]:
+    """A family whose processor writes ``block`` (image tokens and the family's separators) for one image of
+    ``pixel_shape``; ``pixel_extra(n_images)`` adds the image inputs besides ``pixel_values``."""
+    extra_pixels = pixel_extra or (lambda count: {})
 
     def make_inputs(prompts: Sequence[Sequence[int]]) -> dict[str, Tensor]:
         batch = _left_pad([_expand_with(p, block) for p in prompts])
-        batch["pixel_values"] = _seeded_images(prompts, (3, 8, 12), seed)
-        batch["image_sizes"] = sizes.expand(len(prompts), -1).clone()
+        batch["pixel_values"] = _seeded_images(prompts, pixel_shape, seed)
+        batch.update(extra_pixels(len(prompts)))
         return batch
 
     return model, make_inputs
+
+
+def _pixtral_model(model: nn.Module, seed: int, image_break: int = 96, image_end: int = 97) -> tuple[nn.Module, InputBuilder]:
+    """A Pixtral-tower family: an 8x12 image (4x6 patches, 2x2 merged: 2 rows of 3 image tokens), each row
+    closed by ``[IMG_BREAK]`` and the last by ``[IMG_END]``, as the Pixtral processor writes them."""
+    rows, columns = 2, 3
+
+    def sizes(count: int) -> dict[str, Tensor]:
+        return {"image_sizes": torch.tensor([[8, 12]] * count)}
+
+    assert _image_features(model, pixel_values=_seeded_images([[]], (3, 8, 12), seed), **sizes(1)) == rows * columns
+    block = [token for row in range(rows) for token in [*[IMAGE_TOKEN] * columns, image_break]]
+    block[-1] = image_end
+    return _image_block_model(model, (3, 8, 12), seed, block, sizes)
 
 
 def _pixtral_vision() -> dict[str, Any]:
@@ -394,6 +405,39 @@ def tiny_granite_docling(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
     return _idefics_tiles(model, seed, tile_mask=lambda count: torch.ones(count, 1, dtype=torch.bool))
 
 
+def tiny_aria(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """Aria: an Idefics3 vision tower (4x4 patches), a cross-attention projector with 4 queries (4 image
+    tokens), a mixture-of-experts language model."""
+    from transformers import AriaConfig, AriaForConditionalGeneration
+
+    text = _text_config(num_key_value_heads=2, moe_num_experts=4, moe_topk=2, moe_num_shared_experts=1)
+    config = AriaConfig(text_config=text, vision_config=_siglip_vision(), image_token_index=IMAGE_TOKEN,
+                        projector_patch_to_query_dict={16: 4})
+    model = _build(AriaForConditionalGeneration, config, seed)
+    return _one_image_model(model, (3, 8, 8), seed,
+                            pixel_extra=lambda count: {"pixel_mask": torch.ones(count, 8, 8, dtype=torch.bool)})
+
+
+def tiny_llama4(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """Llama 4: a chunked-attention RoPE layer (chunks of :data:`SLIDING_WINDOW` tokens, shorter than the
+    prompt), then a full-attention NoPE mixture-of-experts layer; a ViT tile (4x4 patches + CLS), 2x2 pixel
+    shuffle (4 image tokens), written as ``<|image_start|><|image|>`` + patches + ``<|image_end|>``."""
+    from transformers import Llama4Config, Llama4ForConditionalGeneration
+
+    text = _text_config(num_key_value_heads=2, head_dim=8, intermediate_size_mlp=64, num_local_experts=4,
+                        num_experts_per_tok=1, interleave_moe_layer_step=2, no_rope_layer_interval=2,
+                        attention_chunk_size=SLIDING_WINDOW)
+    vision = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, image_size=8,
+                  patch_size=2, vision_output_dim=32, projector_input_dim=32, projector_output_dim=32)
+    config = Llama4Config(text_config=text, vision_config=vision, image_token_index=IMAGE_TOKEN,
+                          boi_token_index=96, eoi_token_index=97)
+    model = _build(Llama4ForConditionalGeneration, config, seed)
+    assert model.config.text_config.layer_types == ["chunked_attention", "full_attention"]
+    with torch.no_grad():
+        n_image = model.get_image_features(_seeded_images([[]], (3, 8, 8), seed)).pooler_output.shape[-2]
+    return _image_block_model(model, (3, 8, 8), seed, [96, 95, *[IMAGE_TOKEN] * n_image, 97])
+
+
 # --- group 1: builders above this line ---
 
 
@@ -431,6 +475,8 @@ TINY_FAMILIES: dict[str, Builder] = {
     "idefics3": tiny_idefics3,
     "smolvlm": tiny_smolvlm,
     "granite_docling": tiny_granite_docling,
+    "aria": tiny_aria,
+    "llama4": tiny_llama4,
     # --- group 1: rows above this line ---
     
     # --- group 2: rows above this line ---
