@@ -150,6 +150,17 @@ FAMILIES: tuple[ModelFamily, ...] = (
                 _IMAGE_IDS, "meta-llama/Llama-4-Scout-17B-16E",
                 notes="chunked-attention layers (3 of every 4) between full-attention NoPE layers; mixture of "
                       "experts; language model at the top (language_model.model)"),
+    ModelFamily("hyperclovax_vision_v2", ("hyperclovax_vision_v2",), ("HyperCLOVAXVisionV2ForConditionalGeneration",),
+                "model.language_model", "text_config", ("image_token_id", "video_token_id"),
+                "naver-hyperclovax/HyperCLOVAX-SEED-Think-32B", notes="Qwen2.5-VL vision tower; video tokens too"),
+    ModelFamily("llava_onevision1_5", ("llava_onevision1_5",), ("LlavaOnevision15ForConditionalGeneration",),
+                "model.language_model", "text_config", ("image_token_id", "video_token_id"),
+                "Deep-VLM/LLaVA-OneVision-1.5-4B-Instruct-hf", notes="video tokens too"),
+    ModelFamily("cohere_compass", ("cohere_compass",), ("CohereCompassForConditionalGeneration",),
+                "model.language_model", "text_config", ("image_token_id", "video_token_id"),
+                "CohereLabs/North-Micro-Vision-Instruct",
+                notes="RoPE per layer type (NoPE where a type has none); sliding-window layers where layer_types "
+                      "has them; M-RoPE; DeepStack; video tokens too"),
     # --- group 1: rows above this line ---
     
     # --- group 2: rows above this line ---

@@ -438,6 +438,74 @@ def tiny_llama4(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
     return _image_block_model(model, (3, 8, 8), seed, [96, 95, *[IMAGE_TOKEN] * n_image, 97])
 
 
+def _patch_grid_model(model: nn.Module, seed: int, patch_dim: int, token_types: bool = False) -> tuple[nn.Module, InputBuilder]:
+    """A Qwen2-VL-style tower: one image of 4x4 patches (flattened, ``patch_dim`` values each, with
+    ``image_grid_thw``), 2x2 merged into 4 image tokens between ``<|vision_start|>`` and ``<|vision_end|>``;
+    ``token_types`` adds the ``mm_token_type_ids`` that M-RoPE position ids need."""
+    grid = torch.tensor([[1, 4, 4]])
+
+    def patches(count: int) -> dict[str, Tensor]:
+        return {"image_grid_thw": grid.expand(count, -1).clone()}
+
+    n_image = _image_features(model, pixel_values=_seeded_images([[]], (16, patch_dim), seed)[0], **patches(1))
+    block = [95, *[IMAGE_TOKEN] * n_image, 96]
+
+    def make_inputs(prompts: Sequence[Sequence[int]]) -> dict[str, Tensor]:
+        batch = _left_pad([_expand_with(p, block) for p in prompts])
+        batch["pixel_values"] = _seeded_images(prompts, (16, patch_dim), seed).flatten(0, 1)
+        batch.update(patches(len(prompts)))
+        if token_types:
+            batch["mm_token_type_ids"] = (batch["input_ids"] == IMAGE_TOKEN).int()
+        return batch
+
+    return model, make_inputs
+
+
+def _qwen2_5_vision(**extra: Any) -> dict[str, Any]:
+    return dict(depth=2, hidden_size=32, out_hidden_size=32, intermediate_size=64, num_heads=4, patch_size=2,
+                spatial_merge_size=2, temporal_patch_size=2, in_channels=3, **extra)
+
+
+def tiny_hyperclovax_vision_v2(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """HyperCLOVA X SEED Vision: a Qwen2.5-VL vision tower (4 image tokens) and a HyperCLOVA X language model
+    with 1-D positions."""
+    from transformers import HyperCLOVAXVisionV2Config, HyperCLOVAXVisionV2ForConditionalGeneration
+
+    vision = _qwen2_5_vision(model_type="qwen2_5_vl_vision", window_size=8, fullatt_block_indexes=[1])
+    config = HyperCLOVAXVisionV2Config(text_config=_text_config(num_key_value_heads=2) | {"model_type": "hyperclovax"},
+                                       vision_config=vision, image_token_id=IMAGE_TOKEN, video_token_id=97)
+    return _patch_grid_model(_build(HyperCLOVAXVisionV2ForConditionalGeneration, config, seed), seed, 3 * 2 * 2 * 2)
+
+
+def tiny_llava_onevision1_5(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """LLaVA-OneVision-1.5: a RICE ViT over flattened patches (2x2 merged: 4 image tokens), a Qwen3 language
+    model with 1-D positions."""
+    from transformers import LlavaOnevision15Config, LlavaOnevision15ForConditionalGeneration
+
+    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=4, patch_size=2, spatial_merge_size=2,
+                  out_hidden_size=32)
+    config = LlavaOnevision15Config(text_config=_text_config(num_key_value_heads=2, head_dim=8) | {"model_type": "qwen3"},
+                                    vision_config=vision, image_token_id=IMAGE_TOKEN, video_token_id=97,
+                                    vision_start_token_id=95, vision_end_token_id=96)
+    return _patch_grid_model(_build(LlavaOnevision15ForConditionalGeneration, config, seed), seed, 3 * 2 * 2)
+
+
+def tiny_cohere_compass(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """Cohere Compass (North Vision): a sliding-window M-RoPE layer, then a full-attention NoPE layer; a
+    Qwen3-VL-style tower whose first layer also feeds the first text layer (DeepStack); 4 image tokens."""
+    from transformers import CohereCompassConfig, CohereCompassForConditionalGeneration
+
+    rope = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 1, 1]}
+    text = _text_config(num_key_value_heads=2, sliding_window=SLIDING_WINDOW,
+                        layer_types=["sliding_attention", "full_attention"],
+                        rope_parameters={"sliding_attention": rope, "full_attention": None})
+    vision = _qwen2_5_vision(num_position_embeddings=16, deepstack_visual_indexes=[0])
+    config = CohereCompassConfig(text_config=text, vision_config=vision, image_token_id=IMAGE_TOKEN,
+                                 video_token_id=97, vision_start_token_id=95, vision_end_token_id=96)
+    model = _build(CohereCompassForConditionalGeneration, config, seed)
+    return _patch_grid_model(model, seed, 3 * 2 * 2 * 2, token_types=True)
+
+
 # --- group 1: builders above this line ---
 
 
@@ -477,6 +545,9 @@ TINY_FAMILIES: dict[str, Builder] = {
     "granite_docling": tiny_granite_docling,
     "aria": tiny_aria,
     "llama4": tiny_llama4,
+    "hyperclovax_vision_v2": tiny_hyperclovax_vision_v2,
+    "llava_onevision1_5": tiny_llava_onevision1_5,
+    "cohere_compass": tiny_cohere_compass,
     # --- group 1: rows above this line ---
     
     # --- group 2: rows above this line ---
