@@ -161,6 +161,9 @@ FAMILIES: tuple[ModelFamily, ...] = (
                 "CohereLabs/North-Micro-Vision-Instruct",
                 notes="RoPE per layer type (NoPE where a type has none); sliding-window layers where layer_types "
                       "has them; M-RoPE; DeepStack; video tokens too"),
+    ModelFamily("kimi_k25", ("kimi_k25",), ("Kimi_K25ForConditionalGeneration",), "model.language_model",
+                "text_config", ("image_token_id", "video_token_id"), "moonshotai/Kimi-K2.6",
+                notes="DeepSeek-V3 language model: multi-head latent attention, mixture of experts; video tokens too"),
     # --- group 1: rows above this line ---
     
     # --- group 2: rows above this line ---

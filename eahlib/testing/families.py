@@ -438,21 +438,21 @@ def tiny_llama4(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
     return _image_block_model(model, (3, 8, 8), seed, [96, 95, *[IMAGE_TOKEN] * n_image, 97])
 
 
-def _patch_grid_model(model: nn.Module, seed: int, patch_dim: int, token_types: bool = False) -> tuple[nn.Module, InputBuilder]:
-    """A Qwen2-VL-style tower: one image of 4x4 patches (flattened, ``patch_dim`` values each, with
-    ``image_grid_thw``), 2x2 merged into 4 image tokens between ``<|vision_start|>`` and ``<|vision_end|>``;
-    ``token_types`` adds the ``mm_token_type_ids`` that M-RoPE position ids need."""
+def _patch_grid_model(model: nn.Module, seed: int, patch: Sequence[int], token_types: bool = False) -> tuple[nn.Module, InputBuilder]:
+    """A Qwen2-VL-style tower: one image of 4x4 patches (each of shape ``patch``; the patches of a batch
+    concatenated, with ``image_grid_thw``), 2x2 merged into 4 image tokens between ``<|vision_start|>`` and
+    ``<|vision_end|>``; ``token_types`` adds the ``mm_token_type_ids`` that M-RoPE position ids need."""
     grid = torch.tensor([[1, 4, 4]])
 
     def patches(count: int) -> dict[str, Tensor]:
         return {"image_grid_thw": grid.expand(count, -1).clone()}
 
-    n_image = _image_features(model, pixel_values=_seeded_images([[]], (16, patch_dim), seed)[0], **patches(1))
+    n_image = _image_features(model, pixel_values=_seeded_images([[]], (16, *patch), seed)[0], **patches(1))
     block = [95, *[IMAGE_TOKEN] * n_image, 96]
 
     def make_inputs(prompts: Sequence[Sequence[int]]) -> dict[str, Tensor]:
         batch = _left_pad([_expand_with(p, block) for p in prompts])
-        batch["pixel_values"] = _seeded_images(prompts, (16, patch_dim), seed).flatten(0, 1)
+        batch["pixel_values"] = _seeded_images(prompts, (16, *patch), seed).flatten(0, 1)
         batch.update(patches(len(prompts)))
         if token_types:
             batch["mm_token_type_ids"] = (batch["input_ids"] == IMAGE_TOKEN).int()
@@ -474,7 +474,7 @@ def tiny_hyperclovax_vision_v2(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
     vision = _qwen2_5_vision(model_type="qwen2_5_vl_vision", window_size=8, fullatt_block_indexes=[1])
     config = HyperCLOVAXVisionV2Config(text_config=_text_config(num_key_value_heads=2) | {"model_type": "hyperclovax"},
                                        vision_config=vision, image_token_id=IMAGE_TOKEN, video_token_id=97)
-    return _patch_grid_model(_build(HyperCLOVAXVisionV2ForConditionalGeneration, config, seed), seed, 3 * 2 * 2 * 2)
+    return _patch_grid_model(_build(HyperCLOVAXVisionV2ForConditionalGeneration, config, seed), seed, [3 * 2 * 2 * 2])
 
 
 def tiny_llava_onevision1_5(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
@@ -487,7 +487,7 @@ def tiny_llava_onevision1_5(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
     config = LlavaOnevision15Config(text_config=_text_config(num_key_value_heads=2, head_dim=8) | {"model_type": "qwen3"},
                                     vision_config=vision, image_token_id=IMAGE_TOKEN, video_token_id=97,
                                     vision_start_token_id=95, vision_end_token_id=96)
-    return _patch_grid_model(_build(LlavaOnevision15ForConditionalGeneration, config, seed), seed, 3 * 2 * 2)
+    return _patch_grid_model(_build(LlavaOnevision15ForConditionalGeneration, config, seed), seed, [3 * 2 * 2])
 
 
 def tiny_cohere_compass(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
@@ -503,7 +503,23 @@ def tiny_cohere_compass(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
     config = CohereCompassConfig(text_config=text, vision_config=vision, image_token_id=IMAGE_TOKEN,
                                  video_token_id=97, vision_start_token_id=95, vision_end_token_id=96)
     model = _build(CohereCompassForConditionalGeneration, config, seed)
-    return _patch_grid_model(model, seed, 3 * 2 * 2 * 2, token_types=True)
+    return _patch_grid_model(model, seed, [3 * 2 * 2 * 2], token_types=True)
+
+
+def tiny_kimi_k25(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """Kimi K2.5: a MoonViT tower over 2-px patches (2x2 merged: 4 image tokens) and a DeepSeek-V3 language
+    model (multi-head latent attention: query/key heads wider than value heads; a dense layer, then MoE)."""
+    from transformers import Kimi_K25Config, Kimi_K25ForConditionalGeneration
+
+    text = _text_config(kv_lora_rank=16, q_lora_rank=16, qk_rope_head_dim=4, qk_nope_head_dim=8, v_head_dim=8,
+                        n_routed_experts=4, num_experts_per_tok=2, n_shared_experts=1, moe_intermediate_size=16,
+                        first_k_dense_replace=1, n_group=1, topk_group=1) | {"model_type": "deepseek_v3"}
+    vision = dict(patch_size=2, pos_emb_height=4, pos_emb_width=4, num_attention_heads=4, num_hidden_layers=2,
+                  hidden_size=32, intermediate_size=37)
+    config = Kimi_K25Config(text_config=text, vision_config=vision, projection_hidden_size=32,
+                            image_token_id=IMAGE_TOKEN, video_token_id=97, vision_start_token_id=95,
+                            vision_end_token_id=96)
+    return _patch_grid_model(_build(Kimi_K25ForConditionalGeneration, config, seed), seed, [3, 2, 2])
 
 
 # --- group 1: builders above this line ---
@@ -548,6 +564,7 @@ TINY_FAMILIES: dict[str, Builder] = {
     "hyperclovax_vision_v2": tiny_hyperclovax_vision_v2,
     "llava_onevision1_5": tiny_llava_onevision1_5,
     "cohere_compass": tiny_cohere_compass,
+    "kimi_k25": tiny_kimi_k25,
     # --- group 1: rows above this line ---
     
     # --- group 2: rows above this line ---
