@@ -56,6 +56,8 @@ class AttentionCall:
         visible: ``[B, q, k]`` bool, query ``i`` may attend key ``j`` under this layer's own mask
             (causal, sliding window, chunked, bidirectional blocks, padding).
         is_prefill: no cached keys (``q == k``): the call processes the whole sequence.
+        selected: ``[B, q, k]`` bool, the keys a sparse-attention layer's indexer kept for each query
+            (``None``: no selection); the scores already mask the others.
     """
 
     module: nn.Module
@@ -63,6 +65,12 @@ class AttentionCall:
     probs: Tensor | None
     visible: Tensor
     is_prefill: bool
+    selected: Tensor | None = None
+
+    @property
+    def attended(self) -> Tensor:
+        """``[B, q, k]`` bool: the keys each query attends, its own mask and a sparse layer's selection together."""
+        return self.visible if self.selected is None else self.visible & self.selected
 
     @property
     def real_keys(self) -> Tensor:
@@ -72,15 +80,16 @@ class AttentionCall:
         A prefill reads them from the mask's diagonal: transformers masks a key for every query, itself
         included, exactly when the padding mask marks it as padding, and a real token always sees itself.
         One query's row would not do: in a sliding-window layer it hides the real tokens outside its window.
+        A sparse layer's selection may drop a token's own key, so the diagonal is read before the selection.
         """
         if self.is_prefill:
             return self.visible.diagonal(dim1=-2, dim2=-1)
-        return self.visible.any(-2)
+        return self.attended.any(-2)
 
     def visibility(self) -> Tensor | None:
         """The prefill's visibility for the sink definitions: ``None`` when the mask is plain causal over the
         real tokens (the closed forms of :mod:`eahlib.metrics`), else ``[B, N, N]``."""
-        return beyond_causal(self.visible, self.real_keys)
+        return beyond_causal(self.attended, self.real_keys)
 
 
 class LayerHook:
@@ -198,6 +207,30 @@ def visible_keys(attention_mask: Tensor | None, batch: int, query_length: int, k
     return visible.expand(batch, query_length, key_length)
 
 
+def selected_keys(indices: Tensor, key_length: int) -> Tensor:
+    """The keys a sparse-attention layer (DeepSeek sparse attention and its descendants) keeps for each query.
+
+    Such a layer folds its indexer's top-k into the mask only under the implementations named ``"eager"`` and
+    ``"sdpa"``; under any other name (eahlib's included) it hands the ``indices`` to the attention function for a
+    sparse kernel, and eahlib applies them as the mask would.
+
+    Args:
+        indices: ``[B, q, topk]`` key indices each query may attend.
+        key_length: ``k``.
+
+    Returns:
+        ``[B, q, k]`` bool.
+    """
+    selected = torch.zeros(*indices.shape[:-1], key_length, dtype=torch.bool, device=indices.device)
+    return selected.scatter_(-1, indices.long(), True)
+
+
+def _mask_with_selection(attention_mask: Tensor | None, selected: Tensor) -> Tensor:
+    """``[B, 1, q, k]`` bool: the layer's mask restricted to the ``[B, q, k]`` selected keys."""
+    batch, query_length, key_length = selected.shape
+    return (visible_keys(attention_mask, batch, query_length, key_length, selected.device) & selected).unsqueeze(1)
+
+
 def _explicit_attention(
     module: nn.Module,
     query: Tensor,
@@ -209,10 +242,12 @@ def _explicit_attention(
     hooks: list[LayerHook],
     softcap: float | None = None,
     sinks: Tensor | None = None,
+    selected: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    call = AttentionCall(module, attention_scores(module, query, key, attention_mask, scaling, softcap), None,
+    mask = attention_mask if selected is None else _mask_with_selection(attention_mask, selected)
+    call = AttentionCall(module, attention_scores(module, query, key, mask, scaling, softcap), None,
                          visible_keys(attention_mask, query.shape[0], query.shape[2], key.shape[2], query.device),
-                         query.shape[2] == key.shape[2])
+                         query.shape[2] == key.shape[2], selected)
     for hook in hooks:
         call.scores = hook.adjust_scores(call)
     call.probs = attention_probabilities(call.scores, sinks)
@@ -239,10 +274,13 @@ def _eahlib_attention(
     **kwargs: Any,
 ) -> tuple[Tensor, Tensor | None]:
     """The registered attention function: base implementation, or explicit probabilities + hooks."""
+    indices = kwargs.pop("indices", None)
+    selected = None if indices is None else selected_keys(indices, key.shape[2])
     hooks = _LAYER_HOOKS.get(module, [])
     active = [h for h in hooks if h.wants_probabilities(query.shape[2] == key.shape[2])]
     if not active and base == "sdpa":
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+        mask = attention_mask if selected is None else _mask_with_selection(attention_mask, selected)
+        return sdpa_attention_forward(module, query, key, value, mask, dropout=dropout, scaling=scaling, **kwargs)
     sinks = kwargs.get("s_aux", kwargs.get("sinks"))
     if sinks is not None and sinks.dim() != 1:
         raise NotImplementedError(
@@ -250,7 +288,7 @@ def _eahlib_attention(
             "implements one sink logit per head ([heads]), so this layer cannot provide probabilities."
         )
     return _explicit_attention(module, query, key, value, attention_mask, scaling, dropout, active,
-                               kwargs.get("softcap"), sinks)
+                               kwargs.get("softcap"), sinks, selected)
 
 
 def _register() -> None:

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import eahlib as eah
+from eahlib.attention import AttentionCall
 from eahlib.models import FAMILIES, UNSERVED, family_of_model_type, model_family
 from eahlib.testing import IMAGE_TOKEN, TINY_MODELS, _clip_vision, _left_pad, _seeded_images, _text_config
 from eahlib.testing.families import TINY_FAMILIES, _siglip_vision
@@ -113,6 +114,40 @@ def test_explicit_attention_spreads_rows_over_per_head_sinks() -> None:
     probs = captured(model, batch, [1])[1]
     row_sums = probs.sum(-1)[batch["attention_mask"].bool()[:, None].expand(-1, 4, -1)]
     assert (row_sums < 1 - 1e-3).all()
+
+
+def test_the_attention_function_applies_a_sparse_layers_indices() -> None:
+    """A sparse-attention layer hands its indexer's top-k ``indices`` to any implementation not named "eager" or
+    "sdpa"; eahlib's function (base path and explicit path) attends only those keys, as the masked stock path would."""
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    module = torch.nn.Module()
+    module.is_causal, module.num_key_value_groups, module.training = True, 1, False
+    generator = torch.Generator().manual_seed(0)
+    query, key, value = (torch.randn(2, 3, 6, 4, generator=generator) for _ in range(3))
+    causal = torch.ones(6, 6, dtype=torch.bool).tril().expand(2, 1, 6, 6)
+    indices = torch.stack([torch.randperm(6, generator=generator)[:3] for _ in range(12)]).view(2, 6, 3)
+    selected = torch.zeros(2, 6, 6, dtype=torch.bool).scatter(-1, indices, True)
+    masked = causal & selected.unsqueeze(1)
+    masked[..., 0] = True  # every row keeps a key (the stock path would give NaN rows otherwise)
+    indices = torch.cat([indices, torch.zeros(2, 6, 1, dtype=torch.long)], -1)
+    want, _ = sdpa_attention_forward(module, query, key, value, masked)
+    for name in ("eahlib_sdpa", "eahlib_eager"):
+        got, _ = AttentionInterface()[name](module, query, key, value, causal, indices=indices)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_a_token_whose_selection_drops_its_own_key_is_still_real() -> None:
+    """Real tokens are read off the mask's diagonal before a sparse layer's selection: a query whose top-k misses
+    its own key is still a real token, and the sink definitions see what it selected."""
+    causal = torch.ones(4, 4, dtype=torch.bool).tril().unsqueeze(0)
+    selected = causal & ~torch.eye(4, dtype=torch.bool)
+    selected[0, 0, 0] = True
+    call = AttentionCall(torch.nn.Identity(), torch.zeros(1, 1, 4, 4), None, causal, True, selected)
+    assert call.real_keys.all()
+    assert torch.equal(call.attended, selected)
+    assert torch.equal(call.visibility(), selected)
 
 
 def test_a_layer_without_attention_is_refused_with_the_attention_layers() -> None:
