@@ -164,6 +164,10 @@ FAMILIES: tuple[ModelFamily, ...] = (
     ModelFamily("kimi_k25", ("kimi_k25",), ("Kimi_K25ForConditionalGeneration",), "model.language_model",
                 "text_config", ("image_token_id", "video_token_id"), "moonshotai/Kimi-K2.6",
                 notes="DeepSeek-V3 language model: multi-head latent attention, mixture of experts; video tokens too"),
+    ModelFamily("mistral_large4", ("mistral_large4",), ("MistralLarge4ForConditionalGeneration",),
+                "model.language_model", "text_config", _IMAGE_IDS, "mistralai/Mistral-Large-4-1T-A52B",
+                notes="DeepSeek sparse attention: each query sees only its indexer's top-k keys; multi-head latent "
+                      "attention, NoPE layers, mixture of experts; Pixtral tower with [IMG_BREAK] rows"),
     # --- group 1: rows above this line ---
     
     # --- group 2: rows above this line ---

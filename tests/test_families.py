@@ -116,6 +116,27 @@ def test_explicit_attention_spreads_rows_over_per_head_sinks() -> None:
     assert (row_sums < 1 - 1e-3).all()
 
 
+def test_a_sparse_attention_layer_keeps_its_indexer_selection_under_eahlib() -> None:
+    """DeepSeek sparse attention (Mistral Large 4): an indexer keeps each query's top-k keys, and the layer folds
+    them into the mask only under the implementations named "eager" and "sdpa"; to eahlib's it hands them as
+    ``indices``. Both of eahlib's paths must attend only those keys, as the stock model does."""
+    model, make_inputs = TINY_FAMILIES["mistral_large4"](0)
+    inputs = make_inputs(PROMPTS)
+    real = inputs["attention_mask"].bool()
+    topk = model.config.text_config.index_topk
+    assert int(real.sum(-1).max()) > topk
+    with torch.no_grad():
+        stock = model(**inputs).logits
+    with eah.attention.eahlib_attention(model), torch.no_grad():
+        base = model(**inputs).logits
+    torch.testing.assert_close(base[real], stock[real], rtol=1e-5, atol=1e-5)
+    stock_real, explicit = _stock_and_explicit(model, inputs)
+    torch.testing.assert_close(explicit, stock_real, rtol=1e-5, atol=1e-5)
+    for probs in captured(model, inputs, [0, 1]).values():
+        kept = (probs > 0).sum(-1).transpose(1, 2)[real]  # [real queries, heads]
+        assert int(kept.max()) == topk
+
+
 def test_the_attention_function_applies_a_sparse_layers_indices() -> None:
     """A sparse-attention layer hands its indexer's top-k ``indices`` to any implementation not named "eager" or
     "sdpa"; eahlib's function (base path and explicit path) attends only those keys, as the masked stock path would."""

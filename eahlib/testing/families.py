@@ -522,6 +522,19 @@ def tiny_kimi_k25(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
     return _patch_grid_model(_build(Kimi_K25ForConditionalGeneration, config, seed), seed, [3, 2, 2])
 
 
+def tiny_mistral_large4(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """Mistral Large 4: a Pixtral tower and a DeepSeek-sparse-attention language model: multi-head latent
+    attention where an indexer keeps each query's top-6 keys (fewer than the prompt), a RoPE layer that runs
+    the indexer, then a NoPE mixture-of-experts layer that reuses its top-k."""
+    from transformers import MistralLarge4Config, MistralLarge4ForConditionalGeneration
+
+    text = _text_config(kv_lora_rank=16, qk_rope_head_dim=4, qk_nope_head_dim=8, v_head_dim=8, n_routed_experts=4,
+                        num_experts_per_tok=2, moe_intermediate_size=16, index_topk=6, index_head_dim=8,
+                        index_n_heads=2, indexer_types=["full", "shared"], no_rope_layers=[1, 0])
+    config = MistralLarge4Config(text_config=text, vision_config=_pixtral_vision(), image_token_index=IMAGE_TOKEN)
+    return _pixtral_model(_build(MistralLarge4ForConditionalGeneration, config, seed), seed)
+
+
 # --- group 1: builders above this line ---
 
 
@@ -565,6 +578,7 @@ TINY_FAMILIES: dict[str, Builder] = {
     "llava_onevision1_5": tiny_llava_onevision1_5,
     "cohere_compass": tiny_cohere_compass,
     "kimi_k25": tiny_kimi_k25,
+    "mistral_large4": tiny_mistral_large4,
     # --- group 1: rows above this line ---
     
     # --- group 2: rows above this line ---
