@@ -168,6 +168,10 @@ FAMILIES: tuple[ModelFamily, ...] = (
                 "model.language_model", "text_config", _IMAGE_IDS, "mistralai/Mistral-Large-4-1T-A52B",
                 notes="DeepSeek sparse attention: each query sees only its indexer's top-k keys; multi-head latent "
                       "attention, NoPE layers, mixture of experts; Pixtral tower with [IMG_BREAK] rows"),
+    ModelFamily("granite4_vision", ("granite4_vision",), ("Granite4VisionForConditionalGeneration",),
+                "model.language_model", "text_config", _IMAGE_IDS, "ibm-granite/granite-4.0-3b-vision",
+                notes="image positions start empty; window Q-Former features are added to them before chosen text "
+                      "layers (DeepStack); any-resolution tiles"),
     # --- group 1: rows above this line ---
     
     # --- group 2: rows above this line ---

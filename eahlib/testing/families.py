@@ -535,6 +535,25 @@ def tiny_mistral_large4(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
     return _pixtral_model(_build(MistralLarge4ForConditionalGeneration, config, seed), seed)
 
 
+def tiny_granite4_vision(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """Granite 4 Vision: LLaVA-NeXT tiles whose image positions start empty; window Q-Formers (2x2 windows, one
+    query each) add features of one vision layer before text layer 0 and of four spatial offsets before layer 1."""
+    from transformers import Granite4VisionConfig, Granite4VisionForConditionalGeneration
+
+    vision = _clip().to_dict() | {"hidden_size": 64}
+    config = Granite4VisionConfig(text_config=_text_config(num_key_value_heads=2), vision_config=vision,
+                                  image_token_index=IMAGE_TOKEN, image_grid_pinpoints=_PINPOINTS, downsample_rate="1/2",
+                                  deepstack_layer_map=[[-2, 0]], spatial_target_layers=[1, 1, 1, 1],
+                                  projector_dropout=0.0)
+    model = _build(Granite4VisionForConditionalGeneration, config, seed)
+    sizes = torch.tensor([[12, 8]])
+    with torch.no_grad():
+        features = model.model.get_image_features(_seeded_images([[]], (3, 3, 8, 8), seed), sizes)
+    n_image = int(features.deepstack_features[0][1][0].shape[0])
+    return _image_block_model(model, (3, 3, 8, 8), seed, [*[IMAGE_TOKEN] * n_image],
+                              lambda count: {"image_sizes": sizes.expand(count, -1).clone()})
+
+
 # --- group 1: builders above this line ---
 
 
@@ -579,6 +598,7 @@ TINY_FAMILIES: dict[str, Builder] = {
     "cohere_compass": tiny_cohere_compass,
     "kimi_k25": tiny_kimi_k25,
     "mistral_large4": tiny_mistral_large4,
+    "granite4_vision": tiny_granite4_vision,
     # --- group 1: rows above this line ---
     
     # --- group 2: rows above this line ---
