@@ -172,6 +172,15 @@ FAMILIES: tuple[ModelFamily, ...] = (
                 "model.language_model", "text_config", _IMAGE_IDS, "ibm-granite/granite-4.0-3b-vision",
                 notes="image positions start empty; window Q-Former features are added to them before chosen text "
                       "layers (DeepStack); any-resolution tiles"),
+    ModelFamily("fast_vlm", ("fast_vlm",), ("FastVlmForConditionalGeneration",), "model.language_model",
+                "text_config", _IMAGE_IDS, "KamilaMila/FastVLM-7B",
+                notes="the released FastViTHD tower loads through timm (timm_wrapper): install timm to load "
+                      "checkpoints; the language side needs nothing extra"),
+    ModelFamily("perception_lm", ("perception_lm",), ("PerceptionLMForConditionalGeneration",),
+                "model.language_model", "text_config", ("image_token_id", "video_token_id"),
+                "facebook/Perception-LM-1B",
+                notes="the released Perception Encoder tower loads through timm (timm_wrapper): install timm to "
+                      "load checkpoints; video tokens too"),
     # --- group 1: rows above this line ---
     
     # --- group 2: rows above this line ---

@@ -171,6 +171,18 @@ def test_a_token_whose_selection_drops_its_own_key_is_still_real() -> None:
     assert torch.equal(call.visibility(), selected)
 
 
+@pytest.mark.parametrize("model_type", ["fast_vlm", "perception_lm"])
+def test_families_served_with_a_native_tower_default_to_a_timm_tower(model_type: str) -> None:
+    """FastVLM and Perception LM checkpoints load their tower through timm (their rows say so); the tiny models
+    use a transformers tower in its place, which the classes accept: the language side is the same."""
+    import transformers
+
+    assert transformers.CONFIG_MAPPING[model_type]().vision_config.model_type == "timm_wrapper"
+    model, _ = TINY_FAMILIES[model_type](0)
+    assert model.config.vision_config.model_type != "timm_wrapper"
+    assert "timm" in model_family(model).notes
+
+
 def test_a_layer_without_attention_is_refused_with_the_attention_layers() -> None:
     model, make_inputs = TINY_FAMILIES["lfm2_vl"](0)
     layers = eah.models.attention_layers(model)

@@ -554,6 +554,30 @@ def tiny_granite4_vision(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
                               lambda count: {"image_sizes": sizes.expand(count, -1).clone()})
 
 
+def tiny_fast_vlm(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """FastVLM: a convolutional tower's final feature map (here a transformers ConvNeXt: 8 px -> 2x2 = 4 image
+    tokens; the released FastViTHD tower loads through timm) and a Qwen2 language model."""
+    from transformers import FastVlmConfig, FastVlmForConditionalGeneration
+
+    vision = dict(model_type="convnext", patch_size=2, num_stages=2, hidden_sizes=[16, 32], depths=[1, 1],
+                  image_size=8, hidden_size=32)
+    config = FastVlmConfig(text_config=_text_config(num_key_value_heads=2) | {"model_type": "qwen2"},
+                           vision_config=vision, image_token_index=IMAGE_TOKEN)
+    return _one_image_model(_build(FastVlmForConditionalGeneration, config, seed), (3, 8, 8), seed)
+
+
+def tiny_perception_lm(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """Perception LM: a ViT tile (CLS dropped: 4x4 patches, 2x2 average-pooled: 4 image tokens) and a Llama
+    language model. The released Perception Encoder loads through timm; the projector reads the tower's width
+    from ``vision_config.model_args["embed_dim"]``, which this CLIP tower carries too."""
+    from transformers import PerceptionLMConfig, PerceptionLMForConditionalGeneration
+
+    vision = _clip().to_dict() | {"model_args": {"embed_dim": 32}}
+    config = PerceptionLMConfig(text_config=_llama(), vision_config=vision, image_token_id=IMAGE_TOKEN,
+                                video_token_id=97, projector_pooling_ratio=2)
+    return _one_image_model(_build(PerceptionLMForConditionalGeneration, config, seed), (1, 3, 8, 8), seed)
+
+
 # --- group 1: builders above this line ---
 
 
@@ -599,6 +623,8 @@ TINY_FAMILIES: dict[str, Builder] = {
     "kimi_k25": tiny_kimi_k25,
     "mistral_large4": tiny_mistral_large4,
     "granite4_vision": tiny_granite4_vision,
+    "fast_vlm": tiny_fast_vlm,
+    "perception_lm": tiny_perception_lm,
     # --- group 1: rows above this line ---
     
     # --- group 2: rows above this line ---
