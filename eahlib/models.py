@@ -195,6 +195,14 @@ UNSERVED: tuple[UnservedFamily, ...] = (
     UnservedFamily(("mllama",), ("MllamaForConditionalGeneration",),
                    "cross-attention model: the image reaches the language model through cross-attention layers, "
                    "not as tokens of the sequence, so there are no image tokens whose received attention to count"),
+    UnservedFamily(("idefics",), ("IdeficsForVisionText2Text",),
+                   "cross-attention model (Flamingo-style): the image reaches the language model through gated "
+                   "cross-attention layers, not as tokens of the sequence, so there are no image tokens whose "
+                   "received attention to count"),
+    UnservedFamily(("mistral4",), ("Mistral4ForCausalLM",),
+                   "text-only language model: transformers maps model type mistral4 to Mistral4ForCausalLM, which has "
+                   "no vision tower, no image input and no image-token id; Mistral Small 4 checkpoints with images "
+                   "load as Mistral3ForConditionalGeneration (a mistral4 text config), served by the mistral3 row"),
     # --- group 1: rows above this line ---
     
     # --- group 2: rows above this line ---

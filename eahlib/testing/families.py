@@ -668,6 +668,31 @@ def _mllama_evidence() -> None:
     _refused(model, "cross-attention")
 
 
+def _idefics_evidence() -> None:
+    model = _on_meta("idefics")
+    config = model.config
+    assert len(model.model.gated_cross_attn_layers) == config.num_hidden_layers // config.cross_layer_interval > 0
+    assert not any(hasattr(config, name) for name in ("image_token_id", "image_token_index")), "no image-token id"
+    _refused(model, "cross-attention")
+
+
+def _mistral4_evidence() -> None:
+    import inspect
+
+    from transformers import Mistral3Config, Mistral3ForConditionalGeneration
+
+    from eahlib.models import model_family
+
+    model = _on_meta("mistral4")
+    assert type(model).__name__ == "Mistral4ForCausalLM" and "pixel_values" not in inspect.signature(model.forward).parameters
+    assert not any(hasattr(model.config, name) for name in ("vision_config", "image_token_id", "image_token_index"))
+    _refused(model, "text-only")
+    with torch.device("meta"):
+        multimodal = Mistral3ForConditionalGeneration(Mistral3Config(text_config={"model_type": "mistral4"}))
+    assert type(multimodal.model.language_model).__name__ == "Mistral4Model"
+    assert model_family(multimodal).name == "mistral3"
+
+
 # --- group 1: evidence above this line ---
 
 
@@ -682,6 +707,8 @@ def _mllama_evidence() -> None:
 
 UNSERVED_EVIDENCE: dict[str, Callable[[], None]] = {
     "mllama": _mllama_evidence,
+    "idefics": _idefics_evidence,
+    "mistral4": _mistral4_evidence,
     # --- group 1: rows above this line ---
     
     # --- group 2: rows above this line ---
