@@ -125,7 +125,8 @@ FAMILIES: tuple[ModelFamily, ...] = (
     ModelFamily("mistral3", ("mistral3",), ("Mistral3ForConditionalGeneration",), "model.language_model",
                 "text_config", _IMAGE_IDS, "mistralai/Mistral-Small-3.1-24B-Instruct-2503",
                 notes="Pixtral tower: rows of image tokens separated by [IMG_BREAK] tokens; every layer sliding "
-                      "where the Mistral text config sets a window"),
+                      "where the Mistral text config sets a window; also Mistral Small 4 (a mistral4 text config: "
+                      "multi-head latent attention, MoE)"),
     ModelFamily("lighton_ocr", ("lighton_ocr",), ("LightOnOcrForConditionalGeneration",), "model.language_model",
                 "text_config", _IMAGE_IDS, "lightonai/LightOnOCR-1B-1025",
                 notes="Pixtral tower: rows of image tokens separated by [IMG_BREAK] tokens (not image tokens)"),

@@ -256,10 +256,10 @@ def _image_block_model(model: nn.Module, pixel_shape: Sequence[int], seed: int, 
     return model, make_inputs
 
 
-def _pixtral_model(model: nn.Module, seed: int, image_break: int = 96, image_end: int = 97) -> tuple[nn.Module, InputBuilder]:
+def _pixtral_model(model: nn.Module, seed: int) -> tuple[nn.Module, InputBuilder]:
     """A Pixtral-tower family: an 8x12 image (4x6 patches, 2x2 merged: 2 rows of 3 image tokens), each row
-    closed by ``[IMG_BREAK]`` and the last by ``[IMG_END]``, as the Pixtral processor writes them."""
-    rows, columns = 2, 3
+    closed by ``[IMG_BREAK]`` (96) and the last by ``[IMG_END]`` (97), as the Pixtral processor writes them."""
+    rows, columns, image_break, image_end = 2, 3, 96, 97
 
     def sizes(count: int) -> dict[str, Tensor]:
         return {"image_sizes": torch.tensor([[8, 12]] * count)}
@@ -281,8 +281,7 @@ def tiny_mistral3(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
     from transformers import Mistral3Config, Mistral3ForConditionalGeneration
 
     text = _text_config(num_key_value_heads=2, head_dim=8, sliding_window=SLIDING_WINDOW) | {"model_type": "mistral"}
-    config = Mistral3Config(text_config=text,
-                            vision_config=_pixtral_vision(), image_token_index=IMAGE_TOKEN)
+    config = Mistral3Config(text_config=text, vision_config=_pixtral_vision(), image_token_index=IMAGE_TOKEN)
     return _pixtral_model(_build(Mistral3ForConditionalGeneration, config, seed), seed)
 
 
@@ -438,7 +437,8 @@ def tiny_llama4(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
     return _image_block_model(model, (3, 8, 8), seed, [96, 95, *[IMAGE_TOKEN] * n_image, 97])
 
 
-def _patch_grid_model(model: nn.Module, seed: int, patch: Sequence[int], token_types: bool = False) -> tuple[nn.Module, InputBuilder]:
+def _patch_grid_model(model: nn.Module, seed: int, patch: Sequence[int],
+                      token_types: bool = False) -> tuple[nn.Module, InputBuilder]:
     """A Qwen2-VL-style tower: one image of 4x4 patches (each of shape ``patch``; the patches of a batch
     concatenated, with ``image_grid_thw``), 2x2 merged into 4 image tokens between ``<|vision_start|>`` and
     ``<|vision_end|>``; ``token_types`` adds the ``mm_token_type_ids`` that M-RoPE position ids need."""
