@@ -183,6 +183,30 @@ def test_families_served_with_a_native_tower_default_to_a_timm_tower(model_type:
     assert "timm" in model_family(model).notes
 
 
+def test_mistral_small_4_is_served_by_the_mistral3_row() -> None:
+    """Mistral Small 4 with images is Mistral 3 around a mistral4 language model (multi-head latent attention,
+    MoE): the mistral3 row serves it, EAH with nothing to broadcast leaves it as it was, and the profile counts
+    what the captured probabilities show."""
+    from transformers import Mistral3Config, Mistral3ForConditionalGeneration
+
+    from eahlib.testing.families import _pixtral_model, _pixtral_vision
+
+    text = _text_config(kv_lora_rank=16, q_lora_rank=16, qk_rope_head_dim=4, qk_nope_head_dim=8, v_head_dim=8,
+                        n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=16) | {"model_type": "mistral4"}
+    config = Mistral3Config(text_config=text, vision_config=_pixtral_vision(), image_token_index=IMAGE_TOKEN)
+    torch.manual_seed(0)
+    model, make_inputs = _pixtral_model(Mistral3ForConditionalGeneration(config).eval(), 0)
+    assert model_family(model).name == "mistral3"
+    inputs = make_inputs(PROMPTS)
+    stock, explicit = _stock_and_explicit(model, inputs)
+    torch.testing.assert_close(explicit, stock, rtol=1e-5, atol=1e-5)
+    real, image = inputs["attention_mask"].bool(), eah.image_token_mask(model, inputs["input_ids"])
+    profile = eah.sink_profile(model, relative_threshold=1.0, **inputs)
+    for layer, probs in captured(model, inputs, [0, 1]).items():
+        assert torch.equal(profile.density[layer], eah.sink_density(probs, image, attention_mask=real, relative_threshold=1.0))
+    assert int(profile.density.sum()) > 0
+
+
 def test_a_layer_without_attention_is_refused_with_the_attention_layers() -> None:
     model, make_inputs = TINY_FAMILIES["lfm2_vl"](0)
     layers = eah.models.attention_layers(model)
