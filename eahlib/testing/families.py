@@ -688,7 +688,8 @@ def _mistral4_evidence() -> None:
     assert not any(hasattr(model.config, name) for name in ("vision_config", "image_token_id", "image_token_index"))
     _refused(model, "text-only")
     with torch.device("meta"):
-        multimodal = Mistral3ForConditionalGeneration(Mistral3Config(text_config={"model_type": "mistral4"}))
+        multimodal = Mistral3ForConditionalGeneration(
+            Mistral3Config(text_config={"model_type": "mistral4", "num_hidden_layers": 2}))
     assert type(multimodal.model.language_model).__name__ == "Mistral4Model"
     assert model_family(multimodal).name == "mistral3"
 
