@@ -56,6 +56,8 @@ class AttentionCall:
         visible: ``[B, q, k]`` bool, query ``i`` may attend key ``j`` under this layer's own mask
             (causal, sliding window, chunked, bidirectional blocks, padding).
         is_prefill: no cached keys (``q == k``): the call processes the whole sequence.
+        selected: ``[B, q, k]`` bool, the keys a sparse-attention layer's indexer kept for each query
+            (``None``: no selection); the scores already mask the others.
     """
 
     module: nn.Module
@@ -63,6 +65,12 @@ class AttentionCall:
     probs: Tensor | None
     visible: Tensor
     is_prefill: bool
+    selected: Tensor | None = None
+
+    @property
+    def attended(self) -> Tensor:
+        """``[B, q, k]`` bool: the keys each query attends, its own mask and a sparse layer's selection together."""
+        return self.visible if self.selected is None else self.visible & self.selected
 
     @property
     def real_keys(self) -> Tensor:
@@ -72,15 +80,16 @@ class AttentionCall:
         A prefill reads them from the mask's diagonal: transformers masks a key for every query, itself
         included, exactly when the padding mask marks it as padding, and a real token always sees itself.
         One query's row would not do: in a sliding-window layer it hides the real tokens outside its window.
+        A sparse layer's selection may drop a token's own key, so the diagonal is read before the selection.
         """
         if self.is_prefill:
             return self.visible.diagonal(dim1=-2, dim2=-1)
-        return self.visible.any(-2)
+        return self.attended.any(-2)
 
     def visibility(self) -> Tensor | None:
         """The prefill's visibility for the sink definitions: ``None`` when the mask is plain causal over the
         real tokens (the closed forms of :mod:`eahlib.metrics`), else ``[B, N, N]``."""
-        return beyond_causal(self.visible, self.real_keys)
+        return beyond_causal(self.attended, self.real_keys)
 
 
 class LayerHook:
@@ -212,6 +221,74 @@ def visible_keys(attention_mask: Tensor | None, batch: int, query_length: int, k
     return visible.expand(batch, query_length, key_length)
 
 
+def selected_keys(indices: Tensor, key_length: int) -> Tensor:
+    """The keys a sparse-attention layer (DeepSeek sparse attention and its descendants) keeps for each query.
+
+    Such a layer folds its indexer's top-k into the mask only under the implementations named ``"eager"`` and
+    ``"sdpa"``; under any other name (eahlib's included) it hands the ``indices`` to the attention function for a
+    sparse kernel, and eahlib applies them as the mask would.
+
+    Args:
+        indices: ``[B, q, topk]`` key indices each query may attend.
+        key_length: ``k``.
+
+    Returns:
+        ``[B, q, k]`` bool.
+    """
+    selected = torch.zeros(*indices.shape[:-1], key_length, dtype=torch.bool, device=indices.device)
+    return selected.scatter_(-1, indices.long(), True)
+
+
+def _mask_with_selection(attention_mask: Tensor | None, selected: Tensor, causal: bool) -> Tensor:
+    """``[B, 1, q, k]`` bool: the layer's mask restricted to the ``[B, q, k]`` selected keys."""
+    batch, query_length, key_length = selected.shape
+    visible = visible_keys(attention_mask, batch, query_length, key_length, selected.device, causal)
+    return (visible & selected).unsqueeze(1)
+
+
+@dataclass(frozen=True)
+class LayerExtras:
+    """What a layer hands its attention function besides queries, keys, values and the mask.
+
+    Attributes:
+        softcap: logit soft-capping (Gemma 2 and its descendants).
+        sinks: sink logits (``[H]`` or ``[B, H, q, 1]``; see :func:`attention_probabilities`).
+        position_bias: additive logits (T5-style relative positions, Inkling).
+        causal: what a missing mask means (``is_causal``, from the call or the module, as SDPA reads it).
+        selected: ``[B, q, k]`` keys a sparse-attention layer's indexer kept (``None``: all).
+    """
+
+    softcap: float | None = None
+    sinks: Tensor | None = None
+    position_bias: Tensor | None = None
+    causal: bool = True
+    selected: Tensor | None = None
+
+    @classmethod
+    def of_call(cls, module: nn.Module, query: Tensor, key: Tensor, kwargs: dict[str, Any]) -> LayerExtras:
+        """Read (and validate) the extras of one attention call from its keyword arguments."""
+        sinks = kwargs.get("s_aux", kwargs.get("sinks"))
+        per_query = (query.shape[0], query.shape[1], query.shape[2], 1)
+        if sinks is not None and not (sinks.dim() == 1 or (sinks.dim() == 4 and sinks.shape[1:] == per_query[1:])):
+            raise NotImplementedError(
+                f"{type(module).__name__} passes attention sinks of shape {list(sinks.shape)}; eahlib's explicit "
+                f"attention implements one sink logit per head ([heads]) or per head and query ({list(per_query)}), "
+                "so this layer cannot provide probabilities."
+            )
+        causal = kwargs.get("is_causal")
+        indices = kwargs.get("indices")
+        return cls(
+            softcap=kwargs.get("softcap"), sinks=sinks, position_bias=kwargs.get("position_bias"),
+            causal=getattr(module, "is_causal", True) if causal is None else bool(causal),
+            selected=None if indices is None else selected_keys(indices, key.shape[2]),
+        )
+
+    def mask(self, attention_mask: Tensor | None) -> Tensor | None:
+        """The layer's mask, restricted to the selected keys of a sparse layer."""
+        return attention_mask if self.selected is None else _mask_with_selection(attention_mask, self.selected,
+                                                                                 self.causal)
+
+
 def _explicit_attention(
     module: nn.Module,
     query: Tensor,
@@ -221,17 +298,15 @@ def _explicit_attention(
     scaling: float | None,
     dropout: float,
     hooks: list[LayerHook],
-    softcap: float | None = None,
-    sinks: Tensor | None = None,
-    position_bias: Tensor | None = None,
-    causal: bool = True,
+    extras: LayerExtras,
 ) -> tuple[Tensor, Tensor]:
-    scores = attention_scores(module, query, key, attention_mask, scaling, softcap, position_bias, causal)
-    visible = visible_keys(attention_mask, query.shape[0], query.shape[2], key.shape[2], query.device, causal)
-    call = AttentionCall(module, scores, None, visible, query.shape[2] == key.shape[2])
+    scores = attention_scores(module, query, key, extras.mask(attention_mask), scaling, extras.softcap,
+                              extras.position_bias, extras.causal)
+    visible = visible_keys(attention_mask, query.shape[0], query.shape[2], key.shape[2], query.device, extras.causal)
+    call = AttentionCall(module, scores, None, visible, query.shape[2] == key.shape[2], extras.selected)
     for hook in hooks:
         call.scores = hook.adjust_scores(call)
-    call.probs = attention_probabilities(call.scores, sinks)
+    call.probs = attention_probabilities(call.scores, extras.sinks)
     for hook in hooks:
         call.probs = hook(call)
     probs = call.probs
@@ -255,22 +330,14 @@ def _eahlib_attention(
     **kwargs: Any,
 ) -> tuple[Tensor, Tensor | None]:
     """The registered attention function: base implementation, or explicit probabilities + hooks."""
+    extras = LayerExtras.of_call(module, query, key, kwargs)
+    kwargs.pop("indices", None)
     hooks = _LAYER_HOOKS.get(module, [])
     active = [h for h in hooks if h.wants_probabilities(query.shape[2] == key.shape[2])]
     if not active and base == "sdpa":
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
-    sinks = kwargs.get("s_aux", kwargs.get("sinks"))
-    per_query = (query.shape[0], query.shape[1], query.shape[2], 1)
-    if sinks is not None and not (sinks.dim() == 1 or (sinks.dim() == 4 and sinks.shape[1:] == per_query[1:])):
-        raise NotImplementedError(
-            f"{type(module).__name__} passes attention sinks of shape {list(sinks.shape)}; eahlib's explicit attention "
-            f"implements one sink logit per head ([heads]) or per head and query ({list(per_query)}), so this layer "
-            "cannot provide probabilities."
-        )
-    causal = kwargs.get("is_causal")
-    causal = getattr(module, "is_causal", True) if causal is None else causal
-    return _explicit_attention(module, query, key, value, attention_mask, scaling, dropout, active,
-                               kwargs.get("softcap"), sinks, kwargs.get("position_bias"), causal)
+        return sdpa_attention_forward(module, query, key, value, extras.mask(attention_mask), dropout=dropout,
+                                      scaling=scaling, **kwargs)
+    return _explicit_attention(module, query, key, value, attention_mask, scaling, dropout, active, extras)
 
 
 def _register() -> None:

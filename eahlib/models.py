@@ -91,7 +91,7 @@ FAMILIES: tuple[ModelFamily, ...] = (
                 "text_config", _IMAGE_IDS, "HuggingFaceM4/Idefics3-8B-Llama3",
                 notes="language model at model.text_model"),
     ModelFamily("smolvlm", ("smolvlm",), ("SmolVLMForConditionalGeneration",), "model.text_model", "text_config",
-                _IMAGE_IDS, "HuggingFaceTB/SmolVLM-256M-Instruct", notes="language model at model.text_model"),
+                _IMAGE_IDS, "HuggingFaceTB/SmolVLM2-2.2B-Instruct", notes="language model at model.text_model"),
     ModelFamily("gemma3", ("gemma3",), ("Gemma3ForConditionalGeneration",), "model.language_model", "text_config",
                 _IMAGE_IDS, "google/gemma-3-4b-it",
                 notes="sliding-window layers (5 of every 6); bidirectional attention inside each image"),
@@ -105,6 +105,84 @@ FAMILIES: tuple[ModelFamily, ...] = (
                 ("vision_config.image_token_id",), "microsoft/Phi-4-multimodal-instruct",
                 auto_class="AutoModelForCausalLM",
                 notes="no text sub-config (the top config is the language model's); image id under vision_config"),
+    ModelFamily("vipllava", ("vipllava",), ("VipLlavaForConditionalGeneration",), "model.language_model",
+                "text_config", _IMAGE_IDS, "llava-hf/vip-llava-7b-hf"),
+    ModelFamily("video_llava", ("video_llava",), ("VideoLlavaForConditionalGeneration",), "model.language_model",
+                "text_config", (*_IMAGE_IDS, "video_token_index"), "LanguageBind/Video-LLaVA-7B-hf",
+                notes="images come as pixel_values_images; video frames as video tokens"),
+    ModelFamily("llava_next_video", ("llava_next_video",), ("LlavaNextVideoForConditionalGeneration",),
+                "model.language_model", "text_config", (*_IMAGE_IDS, "video_token_index"),
+                "llava-hf/LLaVA-NeXT-Video-7B-hf", notes="LLaVA-NeXT any-resolution images; video tokens too"),
+    ModelFamily("llava_onevision", ("llava_onevision",), ("LlavaOnevisionForConditionalGeneration",),
+                "model.language_model", "text_config", (*_IMAGE_IDS, "video_token_index"),
+                "llava-hf/llava-onevision-qwen2-7b-ov-hf",
+                notes="any-resolution SigLIP tiles (image-token count depends on the image size); video tokens too"),
+    ModelFamily("aya_vision", ("aya_vision",), ("AyaVisionForConditionalGeneration",), "model.language_model",
+                "text_config", _IMAGE_IDS, "CohereForAI/aya-vision-8b",
+                notes="Cohere2 language model: sliding-window layers (3 of every 4)"),
+    ModelFamily("cohere2_vision", ("cohere2_vision",), ("Cohere2VisionForConditionalGeneration",),
+                "model.language_model", "text_config", _IMAGE_IDS, "CohereLabs/command-a-vision-07-2025",
+                notes="Cohere2 language model: sliding-window layers (3 of every 4)"),
+    ModelFamily("mistral3", ("mistral3",), ("Mistral3ForConditionalGeneration",), "model.language_model",
+                "text_config", _IMAGE_IDS, "mistralai/Mistral-Small-3.1-24B-Instruct-2503",
+                notes="Pixtral tower: rows of image tokens separated by [IMG_BREAK] tokens; every layer sliding "
+                      "where the Mistral text config sets a window; also Mistral Small 4 (a mistral4 text config: "
+                      "multi-head latent attention, MoE)"),
+    ModelFamily("lighton_ocr", ("lighton_ocr",), ("LightOnOcrForConditionalGeneration",), "model.language_model",
+                "text_config", _IMAGE_IDS, "lightonai/LightOnOCR-1B-1025",
+                notes="Pixtral tower: rows of image tokens separated by [IMG_BREAK] tokens (not image tokens)"),
+    ModelFamily("got_ocr2", ("got_ocr2", "pp_chart2table"), ("GotOcr2ForConditionalGeneration",),
+                "model.language_model", "text_config", _IMAGE_IDS, "stepfun-ai/GOT-OCR-2.0-hf",
+                notes="also PP-Chart2Table (same class)"),
+    ModelFamily("internvl", ("internvl",), ("InternVLForConditionalGeneration",), "model.language_model",
+                "text_config", _IMAGE_IDS, "OpenGVLab/InternVL3-1B-hf"),
+    ModelFamily("qianfan_ocr", ("qianfan_ocr",), ("QianfanOCRForConditionalGeneration",), "model.language_model",
+                "text_config", _IMAGE_IDS, "baidu/Qianfan-OCR"),
+    ModelFamily("idefics2", ("idefics2",), ("Idefics2ForConditionalGeneration",), "model.text_model",
+                "text_config", _IMAGE_IDS, "HuggingFaceM4/idefics2-8b",
+                notes="perceiver-resampled image tokens; language model at model.text_model; Mistral sliding window "
+                      "on every layer where the text config sets one"),
+    ModelFamily("granite_docling", ("granite_docling",), ("GraniteDoclingForConditionalGeneration",),
+                "model.text_model", "text_config", _IMAGE_IDS, "ibm-granite/granite-for-docling-500m",
+                notes="language model at model.text_model; DeepStack: vision features added to the first text "
+                      "layers' hidden states at the image positions"),
+    ModelFamily("aria", ("aria",), ("AriaForConditionalGeneration",), "model.language_model", "text_config",
+                _IMAGE_IDS, "rhymes-ai/Aria", notes="mixture-of-experts language model"),
+    ModelFamily("llama4", ("llama4",), ("Llama4ForConditionalGeneration",), "language_model.model", "text_config",
+                _IMAGE_IDS, "meta-llama/Llama-4-Scout-17B-16E",
+                notes="chunked-attention layers (3 of every 4) between full-attention NoPE layers; mixture of "
+                      "experts; language model at the top (language_model.model)"),
+    ModelFamily("hyperclovax_vision_v2", ("hyperclovax_vision_v2",), ("HyperCLOVAXVisionV2ForConditionalGeneration",),
+                "model.language_model", "text_config", ("image_token_id", "video_token_id"),
+                "naver-hyperclovax/HyperCLOVAX-SEED-Think-32B", notes="Qwen2.5-VL vision tower; video tokens too"),
+    ModelFamily("llava_onevision1_5", ("llava_onevision1_5",), ("LlavaOnevision15ForConditionalGeneration",),
+                "model.language_model", "text_config", ("image_token_id", "video_token_id"),
+                "Deep-VLM/LLaVA-OneVision-1.5-4B-Instruct-hf", notes="video tokens too"),
+    ModelFamily("cohere_compass", ("cohere_compass",), ("CohereCompassForConditionalGeneration",),
+                "model.language_model", "text_config", ("image_token_id", "video_token_id"),
+                "CohereLabs/North-Micro-Vision-Instruct",
+                notes="RoPE per layer type (NoPE where a type has none); sliding-window layers where layer_types "
+                      "has them; M-RoPE; DeepStack; video tokens too"),
+    ModelFamily("kimi_k25", ("kimi_k25",), ("Kimi_K25ForConditionalGeneration",), "model.language_model",
+                "text_config", ("image_token_id", "video_token_id"), "moonshotai/Kimi-K2.6",
+                notes="DeepSeek-V3 language model: multi-head latent attention, mixture of experts; video tokens too"),
+    ModelFamily("mistral_large4", ("mistral_large4",), ("MistralLarge4ForConditionalGeneration",),
+                "model.language_model", "text_config", _IMAGE_IDS, "mistralai/Mistral-Large-4-1T-A52B",
+                notes="DeepSeek sparse attention: each query sees only its indexer's top-k keys; multi-head latent "
+                      "attention, NoPE layers, mixture of experts; Pixtral tower with [IMG_BREAK] rows"),
+    ModelFamily("granite4_vision", ("granite4_vision",), ("Granite4VisionForConditionalGeneration",),
+                "model.language_model", "text_config", _IMAGE_IDS, "ibm-granite/granite-4.0-3b-vision",
+                notes="image positions start empty; window Q-Former features are added to them before chosen text "
+                      "layers (DeepStack); any-resolution tiles"),
+    ModelFamily("fast_vlm", ("fast_vlm",), ("FastVlmForConditionalGeneration",), "model.language_model",
+                "text_config", _IMAGE_IDS, "KamilaMila/FastVLM-7B",
+                notes="the released FastViTHD tower loads through timm (timm_wrapper): install timm to load "
+                      "checkpoints; the language side needs nothing extra"),
+    ModelFamily("perception_lm", ("perception_lm",), ("PerceptionLMForConditionalGeneration",),
+                "model.language_model", "text_config", ("image_token_id", "video_token_id"),
+                "facebook/Perception-LM-1B",
+                notes="the released Perception Encoder tower loads through timm (timm_wrapper): install timm to "
+                      "load checkpoints; video tokens too"),
     # --- group 1: rows above this line ---
     
     # --- group 2: rows above this line ---
@@ -150,6 +228,14 @@ UNSERVED: tuple[UnservedFamily, ...] = (
     UnservedFamily(("mllama",), ("MllamaForConditionalGeneration",),
                    "cross-attention model: the image reaches the language model through cross-attention layers, "
                    "not as tokens of the sequence, so there are no image tokens whose received attention to count"),
+    UnservedFamily(("idefics",), ("IdeficsForVisionText2Text",),
+                   "cross-attention model (Flamingo-style): the image reaches the language model through gated "
+                   "cross-attention layers, not as tokens of the sequence, so there are no image tokens whose "
+                   "received attention to count"),
+    UnservedFamily(("mistral4",), ("Mistral4ForCausalLM",),
+                   "text-only language model: transformers maps model type mistral4 to Mistral4ForCausalLM, which has "
+                   "no vision tower, no image input and no image-token id; Mistral Small 4 checkpoints with images "
+                   "load as Mistral3ForConditionalGeneration (a mistral4 text config), served by the mistral3 row"),
     # --- group 1: rows above this line ---
     
     # --- group 2: rows above this line ---

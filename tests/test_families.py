@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import eahlib as eah
+from eahlib.attention import AttentionCall
 from eahlib.models import FAMILIES, UNSERVED, family_of_model_type, model_family
 from eahlib.testing import IMAGE_TOKEN, TINY_MODELS, _clip_vision, _left_pad, _seeded_images, _text_config
 from eahlib.testing.families import TINY_FAMILIES, _siglip_vision
@@ -113,6 +114,97 @@ def test_explicit_attention_spreads_rows_over_per_head_sinks() -> None:
     probs = captured(model, batch, [1])[1]
     row_sums = probs.sum(-1)[batch["attention_mask"].bool()[:, None].expand(-1, 4, -1)]
     assert (row_sums < 1 - 1e-3).all()
+
+
+def test_a_sparse_attention_layer_keeps_its_indexer_selection_under_eahlib() -> None:
+    """DeepSeek sparse attention (Mistral Large 4): an indexer keeps each query's top-k keys, and the layer folds
+    them into the mask only under the implementations named "eager" and "sdpa"; to eahlib's it hands them as
+    ``indices``. Both of eahlib's paths must attend only those keys, as the stock model does."""
+    model, make_inputs = TINY_FAMILIES["mistral_large4"](0)
+    inputs = make_inputs(PROMPTS)
+    real = inputs["attention_mask"].bool()
+    topk = model.config.text_config.index_topk
+    assert int(real.sum(-1).max()) > topk
+    with torch.no_grad():
+        stock = model(**inputs).logits
+    with eah.attention.eahlib_attention(model), torch.no_grad():
+        base = model(**inputs).logits
+    torch.testing.assert_close(base[real], stock[real], rtol=1e-5, atol=1e-5)
+    stock_real, explicit = _stock_and_explicit(model, inputs)
+    torch.testing.assert_close(explicit, stock_real, rtol=1e-5, atol=1e-5)
+    for probs in captured(model, inputs, [0, 1]).values():
+        kept = (probs > 0).sum(-1).transpose(1, 2)[real]  # [real queries, heads]
+        assert int(kept.max()) == topk
+
+
+def test_the_attention_function_applies_a_sparse_layers_indices() -> None:
+    """A sparse-attention layer hands its indexer's top-k ``indices`` to any implementation not named "eager" or
+    "sdpa"; eahlib's function (base path and explicit path) attends only those keys, as the masked stock path would."""
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    module = torch.nn.Module()
+    module.is_causal, module.num_key_value_groups, module.training = True, 1, False
+    generator = torch.Generator().manual_seed(0)
+    query, key, value = (torch.randn(2, 3, 6, 4, generator=generator) for _ in range(3))
+    causal = torch.ones(6, 6, dtype=torch.bool).tril().expand(2, 1, 6, 6)
+    indices = torch.stack([torch.randperm(6, generator=generator)[:3] for _ in range(12)]).view(2, 6, 3)
+    selected = torch.zeros(2, 6, 6, dtype=torch.bool).scatter(-1, indices, True)
+    masked = causal & selected.unsqueeze(1)
+    masked[..., 0] = True  # every row keeps a key (the stock path would give NaN rows otherwise)
+    indices = torch.cat([indices, torch.zeros(2, 6, 1, dtype=torch.long)], -1)
+    want, _ = sdpa_attention_forward(module, query, key, value, masked)
+    for name in ("eahlib_sdpa", "eahlib_eager"):
+        got, _ = AttentionInterface()[name](module, query, key, value, causal, indices=indices)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_a_token_whose_selection_drops_its_own_key_is_still_real() -> None:
+    """Real tokens are read off the mask's diagonal before a sparse layer's selection: a query whose top-k misses
+    its own key is still a real token, and the sink definitions see what it selected."""
+    causal = torch.ones(4, 4, dtype=torch.bool).tril().unsqueeze(0)
+    selected = causal & ~torch.eye(4, dtype=torch.bool)
+    selected[0, 0, 0] = True
+    call = AttentionCall(torch.nn.Identity(), torch.zeros(1, 1, 4, 4), None, causal, True, selected)
+    assert call.real_keys.all()
+    assert torch.equal(call.attended, selected)
+    assert torch.equal(call.visibility(), selected)
+
+
+@pytest.mark.parametrize("model_type", ["fast_vlm", "perception_lm"])
+def test_families_served_with_a_native_tower_default_to_a_timm_tower(model_type: str) -> None:
+    """FastVLM and Perception LM checkpoints load their tower through timm (their rows say so); the tiny models
+    use a transformers tower in its place, which the classes accept: the language side is the same."""
+    import transformers
+
+    assert transformers.CONFIG_MAPPING[model_type]().vision_config.model_type == "timm_wrapper"
+    model, _ = TINY_FAMILIES[model_type](0)
+    assert model.config.vision_config.model_type != "timm_wrapper"
+    assert "timm" in model_family(model).notes
+
+
+def test_mistral_small_4_is_served_by_the_mistral3_row() -> None:
+    """Mistral Small 4 with images is Mistral 3 around a mistral4 language model (multi-head latent attention,
+    MoE): the mistral3 row serves it, EAH with nothing to broadcast leaves it as it was, and the profile counts
+    what the captured probabilities show."""
+    from transformers import Mistral3Config, Mistral3ForConditionalGeneration
+
+    from eahlib.testing.families import _pixtral_model, _pixtral_vision
+
+    text = _text_config(kv_lora_rank=16, q_lora_rank=16, qk_rope_head_dim=4, qk_nope_head_dim=8, v_head_dim=8,
+                        n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=16) | {"model_type": "mistral4"}
+    config = Mistral3Config(text_config=text, vision_config=_pixtral_vision(), image_token_index=IMAGE_TOKEN)
+    torch.manual_seed(0)
+    model, make_inputs = _pixtral_model(Mistral3ForConditionalGeneration(config).eval(), 0)
+    assert model_family(model).name == "mistral3"
+    inputs = make_inputs(PROMPTS)
+    stock, explicit = _stock_and_explicit(model, inputs)
+    torch.testing.assert_close(explicit, stock, rtol=1e-5, atol=1e-5)
+    real, image = inputs["attention_mask"].bool(), eah.image_token_mask(model, inputs["input_ids"])
+    profile = eah.sink_profile(model, relative_threshold=1.0, **inputs)
+    for layer, probs in captured(model, inputs, [0, 1]).items():
+        assert torch.equal(profile.density[layer], eah.sink_density(probs, image, attention_mask=real, relative_threshold=1.0))
+    assert int(profile.density.sum()) > 0
 
 
 def test_a_layer_without_attention_is_refused_with_the_attention_layers() -> None:

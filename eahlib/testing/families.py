@@ -151,6 +151,435 @@ def tiny_lfm2_vl(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
     return _one_image_model(model, (16, 12), seed, pixel_extra=pixels)
 
 
+def _llama(**extra: Any) -> dict[str, Any]:
+    return _text_config(**extra) | {"model_type": "llama"}
+
+
+def _clip(image_size: int = 8) -> Any:
+    from eahlib.testing import _clip_vision
+
+    return _clip_vision(image_size)
+
+
+def tiny_vipllava(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """ViP-LLaVA: CLIP features of several layers (CLS dropped) concatenated: 16 image tokens."""
+    from transformers import VipLlavaConfig, VipLlavaForConditionalGeneration
+
+    config = VipLlavaConfig(text_config=_llama(), vision_config=_clip(), image_token_index=IMAGE_TOKEN,
+                            vision_feature_layer=[-2, -1])
+    return _one_image_model(_build(VipLlavaForConditionalGeneration, config, seed), (3, 8, 8), seed)
+
+
+def tiny_video_llava(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """Video-LLaVA: separate image and video towers; images come as ``pixel_values_images``."""
+    from transformers import VideoLlavaConfig, VideoLlavaForConditionalGeneration
+
+    config = VideoLlavaConfig(text_config=_llama(), vision_config=_clip(), image_token_index=IMAGE_TOKEN,
+                              video_token_index=97, vision_feature_layer=-1)
+    model = _build(VideoLlavaForConditionalGeneration, config, seed)
+    _, make_inputs = _one_image_model(model, (3, 8, 8), seed)
+
+    def images_as_images(prompts: Sequence[Sequence[int]]) -> dict[str, Tensor]:
+        batch = make_inputs(prompts)
+        batch["pixel_values_images"] = batch.pop("pixel_values")
+        return batch
+
+    return model, images_as_images
+
+
+def _anyres_model(model: nn.Module, seed: int) -> tuple[nn.Module, InputBuilder]:
+    """A LLaVA-NeXT-style any-resolution family: a 12x8 image becomes a base tile and 2 tiles of 8 px."""
+    def sizes(count: int) -> dict[str, Tensor]:
+        return {"image_sizes": torch.tensor([[12, 8]] * count)}
+
+    return _one_image_model(model, (3, 3, 8, 8), seed, pixel_extra=sizes)
+
+
+_PINPOINTS = [[8, 8], [8, 16], [16, 8]]
+
+
+def tiny_llava_next_video(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """LLaVA-NeXT-Video: LLaVA-NeXT's any-resolution images, plus pooled video frames (not used here)."""
+    from transformers import LlavaNextVideoConfig, LlavaNextVideoForConditionalGeneration
+
+    config = LlavaNextVideoConfig(text_config=_llama(), vision_config=_clip(), image_token_index=IMAGE_TOKEN,
+                                  video_token_index=97, vision_feature_layer=-1, image_grid_pinpoints=_PINPOINTS)
+    return _anyres_model(_build(LlavaNextVideoForConditionalGeneration, config, seed), seed)
+
+
+def tiny_llava_onevision(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """LLaVA-OneVision: SigLIP tiles (all patches kept), any resolution, a Qwen2 language model."""
+    from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration
+
+    config = LlavaOnevisionConfig(text_config=_text_config(num_key_value_heads=2) | {"model_type": "qwen2"},
+                                  vision_config=_siglip_vision() | {"model_type": "siglip_vision_model"},
+                                  image_token_index=IMAGE_TOKEN, video_token_index=97, image_grid_pinpoints=_PINPOINTS)
+    return _anyres_model(_build(LlavaOnevisionForConditionalGeneration, config, seed), seed)
+
+
+def _cohere2(**extra: Any) -> dict[str, Any]:
+    """A Cohere2 language model: a sliding-window layer, then a full-attention layer."""
+    return _text_config(sliding_window=SLIDING_WINDOW, layer_types=["sliding_attention", "full_attention"],
+                        **extra) | {"model_type": "cohere2"}
+
+
+def tiny_aya_vision(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """Aya Vision: SigLIP (4x4 patches), 2x2 pixel shuffle (4 image tokens), a Cohere2 language model."""
+    from transformers import AyaVisionConfig, AyaVisionForConditionalGeneration
+
+    config = AyaVisionConfig(text_config=_cohere2(), vision_config=_siglip_vision() | {"model_type": "siglip_vision_model"},
+                             image_token_index=IMAGE_TOKEN)
+    return _one_image_model(_build(AyaVisionForConditionalGeneration, config, seed), (3, 8, 8), seed,
+                            before=[96], after=[97])
+
+
+def tiny_cohere2_vision(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """Command A Vision: SigLIP (4x4 patches), 2x2 pixel shuffle (4 image tokens), a Cohere2 language model."""
+    from transformers import Cohere2VisionConfig, Cohere2VisionForConditionalGeneration
+
+    config = Cohere2VisionConfig(text_config=_cohere2(), vision_config=_siglip_vision() | {"model_type": "siglip_vision_model"},
+                                 image_token_id=IMAGE_TOKEN, alignment_intermediate_size=64)
+    return _one_image_model(_build(Cohere2VisionForConditionalGeneration, config, seed), (3, 8, 8), seed,
+                            before=[96], after=[97])
+
+
+def _image_block_model(model: nn.Module, pixel_shape: Sequence[int], seed: int, block: Sequence[int],
+                       pixel_extra: Callable[[int], Mapping[str, Tensor]] | None = None) -> tuple[nn.Module, InputBuilder]:
+    """A family whose processor writes ``block`` (image tokens and the family's separators) for one image of
+    ``pixel_shape``; ``pixel_extra(n_images)`` adds the image inputs besides ``pixel_values``."""
+    extra_pixels = pixel_extra or (lambda count: {})
+
+    def make_inputs(prompts: Sequence[Sequence[int]]) -> dict[str, Tensor]:
+        batch = _left_pad([_expand_with(p, block) for p in prompts])
+        batch["pixel_values"] = _seeded_images(prompts, pixel_shape, seed)
+        batch.update(extra_pixels(len(prompts)))
+        return batch
+
+    return model, make_inputs
+
+
+def _pixtral_model(model: nn.Module, seed: int) -> tuple[nn.Module, InputBuilder]:
+    """A Pixtral-tower family: an 8x12 image (4x6 patches, 2x2 merged: 2 rows of 3 image tokens), each row
+    closed by ``[IMG_BREAK]`` (96) and the last by ``[IMG_END]`` (97), as the Pixtral processor writes them."""
+    rows, columns, image_break, image_end = 2, 3, 96, 97
+
+    def sizes(count: int) -> dict[str, Tensor]:
+        return {"image_sizes": torch.tensor([[8, 12]] * count)}
+
+    assert _image_features(model, pixel_values=_seeded_images([[]], (3, 8, 12), seed), **sizes(1)) == rows * columns
+    block = [token for row in range(rows) for token in [*[IMAGE_TOKEN] * columns, image_break]]
+    block[-1] = image_end
+    return _image_block_model(model, (3, 8, 12), seed, block, sizes)
+
+
+def _pixtral_vision() -> dict[str, Any]:
+    return dict(model_type="pixtral", image_size=16, patch_size=2, hidden_size=32, intermediate_size=37,
+                num_hidden_layers=2, num_attention_heads=4, head_dim=8)
+
+
+def tiny_mistral3(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """Mistral 3 (Mistral Small 3.1): a Pixtral tower, 2x2 patch merging, a Mistral language model (every layer
+    sliding when its config sets a window, as Mistral's does by default)."""
+    from transformers import Mistral3Config, Mistral3ForConditionalGeneration
+
+    text = _text_config(num_key_value_heads=2, head_dim=8, sliding_window=SLIDING_WINDOW) | {"model_type": "mistral"}
+    config = Mistral3Config(text_config=text, vision_config=_pixtral_vision(), image_token_index=IMAGE_TOKEN)
+    return _pixtral_model(_build(Mistral3ForConditionalGeneration, config, seed), seed)
+
+
+def tiny_lighton_ocr(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """LightOnOCR: a Pixtral tower, 2x2 patch merging, a Qwen3 language model."""
+    from transformers import LightOnOcrConfig, LightOnOcrForConditionalGeneration
+
+    config = LightOnOcrConfig(text_config=_text_config(num_key_value_heads=2, head_dim=8) | {"model_type": "qwen3"},
+                              vision_config=_pixtral_vision(), image_token_id=IMAGE_TOKEN)
+    return _pixtral_model(_build(LightOnOcrForConditionalGeneration, config, seed), seed)
+
+
+def _got_ocr2(config_cls: Any, seed: int) -> tuple[nn.Module, InputBuilder]:
+    """GOT-OCR 2 layout: a SAM-style windowed ViT (16 px / patch 2: 8x8), two stride-2 convolutions (4 image
+    tokens), a Qwen2 language model; the image between ``<img>`` and ``</img>``."""
+    from transformers import GotOcr2ForConditionalGeneration
+
+    vision = dict(hidden_size=32, output_channels=16, num_hidden_layers=2, num_attention_heads=4, image_size=16,
+                  patch_size=2, window_size=4, global_attn_indexes=[1], mlp_dim=37)
+    config = config_cls(text_config=_text_config(num_key_value_heads=2) | {"model_type": "qwen2"},
+                        vision_config=vision, image_token_index=IMAGE_TOKEN)
+    return _one_image_model(_build(GotOcr2ForConditionalGeneration, config, seed), (3, 16, 16), seed,
+                            before=[96], after=[97])
+
+
+def tiny_got_ocr2(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """GOT-OCR 2.0."""
+    from transformers import GotOcr2Config
+
+    return _got_ocr2(GotOcr2Config, seed)
+
+
+def tiny_pp_chart2table(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """PP-Chart2Table: GOT-OCR 2.0's architecture under its own config."""
+    from transformers import PPChart2TableConfig
+
+    return _got_ocr2(PPChart2TableConfig, seed)
+
+
+def _internvl(config_cls: Any, model_cls: Any, text_type: str, seed: int) -> tuple[nn.Module, InputBuilder]:
+    """InternVL layout: an InternViT tile (8 px / patch 2, CLS dropped: 4x4), 2x2 pixel shuffle (4 image
+    tokens) between ``<img>`` and ``</img>``."""
+    vision = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, image_size=8,
+                  patch_size=2)
+    text = _text_config(num_key_value_heads=2, head_dim=8) | {"model_type": text_type}
+    config = config_cls(text_config=text, vision_config=vision, image_token_id=IMAGE_TOKEN)
+    return _one_image_model(_build(model_cls, config, seed), (3, 8, 8), seed, before=[96], after=[97])
+
+
+def tiny_internvl(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """InternVL 3: InternViT, pixel shuffle, a Qwen2 language model."""
+    from transformers import InternVLConfig, InternVLForConditionalGeneration
+
+    return _internvl(InternVLConfig, InternVLForConditionalGeneration, "qwen2", seed)
+
+
+def tiny_qianfan_ocr(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """Qianfan-OCR: InternVL's layout with a Qwen3 language model."""
+    from transformers import QianfanOCRConfig, QianfanOCRForConditionalGeneration
+
+    return _internvl(QianfanOCRConfig, QianfanOCRForConditionalGeneration, "qwen3", seed)
+
+
+_FAKE_AROUND_IMAGE, _GLOBAL_IMAGE = 95, 96
+"""The Idefics processors' ``<fake_token_around_image>`` and ``<global-img>`` (plain text tokens)."""
+
+
+def _idefics_tiles(model: nn.Module, seed: int, global_tag: bool = True,
+                   tile_mask: Callable[[int], Tensor] | None = None) -> tuple[nn.Module, InputBuilder]:
+    """An Idefics-style family: one 8-px tile per prompt (``pixel_values [B, 1, 3, 8, 8]``) whose image tokens
+    sit between ``<fake_token_around_image>`` tokens, after ``<global-img>`` where the processor writes it.
+    ``tile_mask(count)`` is the pixel attention mask (default: every pixel of every tile is real)."""
+    mask = tile_mask or (lambda count: torch.ones(count, 1, 8, 8, dtype=torch.bool))
+    before = [_FAKE_AROUND_IMAGE, _GLOBAL_IMAGE] if global_tag else [_FAKE_AROUND_IMAGE]
+    return _one_image_model(model, (1, 3, 8, 8), seed, before=before, after=[_FAKE_AROUND_IMAGE],
+                            pixel_extra=lambda count: {"pixel_attention_mask": mask(count)})
+
+
+def tiny_idefics2(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """Idefics2: SigLIP, a perceiver resampler (4 latents = 4 image tokens), a Mistral language model with a
+    sliding window on every layer."""
+    from transformers import Idefics2Config, Idefics2ForConditionalGeneration
+
+    text = _text_config(num_key_value_heads=2, sliding_window=SLIDING_WINDOW) | {"model_type": "mistral"}
+    perceiver = dict(hidden_size=32, resampler_n_latents=4, resampler_depth=1, resampler_n_heads=4,
+                     resampler_head_dim=8, num_key_value_heads=2)
+    config = Idefics2Config(text_config=text, vision_config=_siglip_vision(), perceiver_config=perceiver,
+                            image_token_id=IMAGE_TOKEN)
+    return _idefics_tiles(_build(Idefics2ForConditionalGeneration, config, seed), seed, global_tag=False)
+
+
+def tiny_idefics3(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """Idefics3: SigLIP (4x4 patches), 2x2 pixel shuffle (4 image tokens), a Llama language model at
+    ``model.text_model``."""
+    from transformers import Idefics3Config, Idefics3ForConditionalGeneration
+
+    config = Idefics3Config(text_config=_llama(), vision_config=_siglip_vision(), image_token_id=IMAGE_TOKEN,
+                            scale_factor=2)
+    return _idefics_tiles(_build(Idefics3ForConditionalGeneration, config, seed), seed)
+
+
+def tiny_smolvlm(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """SmolVLM: Idefics3's layout (pixel shuffle, language model at ``model.text_model``)."""
+    from transformers import SmolVLMConfig, SmolVLMForConditionalGeneration
+
+    config = SmolVLMConfig(text_config=_llama(), vision_config=_siglip_vision(), image_token_id=IMAGE_TOKEN,
+                           scale_factor=2)
+    return _idefics_tiles(_build(SmolVLMForConditionalGeneration, config, seed), seed)
+
+
+def tiny_granite_docling(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """Granite-Docling: SigLIP tiles (2x2 pixel shuffle: 4 image tokens) whose first vision layer is also
+    added to the first text layers at the image positions (DeepStack); language model at ``model.text_model``."""
+    from transformers import GraniteDoclingConfig, GraniteDoclingForConditionalGeneration
+
+    vision = _siglip_vision() | {"out_hidden_size": 32, "scale_factor": 2, "deepstack_visual_indexes": [0]}
+    config = GraniteDoclingConfig(text_config=_text_config(num_key_value_heads=2), vision_config=vision,
+                                  image_token_id=IMAGE_TOKEN, pad_token_id=PAD)
+    model = _build(GraniteDoclingForConditionalGeneration, config, seed)
+    return _idefics_tiles(model, seed, tile_mask=lambda count: torch.ones(count, 1, dtype=torch.bool))
+
+
+def tiny_aria(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """Aria: an Idefics3 vision tower (4x4 patches), a cross-attention projector with 4 queries (4 image
+    tokens), a mixture-of-experts language model."""
+    from transformers import AriaConfig, AriaForConditionalGeneration
+
+    text = _text_config(num_key_value_heads=2, moe_num_experts=4, moe_topk=2, moe_num_shared_experts=1)
+    config = AriaConfig(text_config=text, vision_config=_siglip_vision(), image_token_index=IMAGE_TOKEN,
+                        projector_patch_to_query_dict={16: 4})
+    model = _build(AriaForConditionalGeneration, config, seed)
+    return _one_image_model(model, (3, 8, 8), seed,
+                            pixel_extra=lambda count: {"pixel_mask": torch.ones(count, 8, 8, dtype=torch.bool)})
+
+
+def tiny_llama4(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """Llama 4: a chunked-attention RoPE layer (chunks of :data:`SLIDING_WINDOW` tokens, shorter than the
+    prompt), then a full-attention NoPE mixture-of-experts layer; a ViT tile (4x4 patches + CLS), 2x2 pixel
+    shuffle (4 image tokens), written as ``<|image_start|><|image|>`` + patches + ``<|image_end|>``."""
+    from transformers import Llama4Config, Llama4ForConditionalGeneration
+
+    text = _text_config(num_key_value_heads=2, head_dim=8, intermediate_size_mlp=64, num_local_experts=4,
+                        num_experts_per_tok=1, interleave_moe_layer_step=2, no_rope_layer_interval=2,
+                        attention_chunk_size=SLIDING_WINDOW)
+    vision = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, image_size=8,
+                  patch_size=2, vision_output_dim=32, projector_input_dim=32, projector_output_dim=32)
+    config = Llama4Config(text_config=text, vision_config=vision, image_token_index=IMAGE_TOKEN,
+                          boi_token_index=96, eoi_token_index=97)
+    model = _build(Llama4ForConditionalGeneration, config, seed)
+    assert model.config.text_config.layer_types == ["chunked_attention", "full_attention"]
+    with torch.no_grad():
+        n_image = model.get_image_features(_seeded_images([[]], (3, 8, 8), seed)).pooler_output.shape[-2]
+    return _image_block_model(model, (3, 8, 8), seed, [96, 95, *[IMAGE_TOKEN] * n_image, 97])
+
+
+def _patch_grid_model(model: nn.Module, seed: int, patch: Sequence[int],
+                      token_types: bool = False) -> tuple[nn.Module, InputBuilder]:
+    """A Qwen2-VL-style tower: one image of 4x4 patches (each of shape ``patch``; the patches of a batch
+    concatenated, with ``image_grid_thw``), 2x2 merged into 4 image tokens between ``<|vision_start|>`` and
+    ``<|vision_end|>``; ``token_types`` adds the ``mm_token_type_ids`` that M-RoPE position ids need."""
+    grid = torch.tensor([[1, 4, 4]])
+
+    def patches(count: int) -> dict[str, Tensor]:
+        return {"image_grid_thw": grid.expand(count, -1).clone()}
+
+    n_image = _image_features(model, pixel_values=_seeded_images([[]], (16, *patch), seed)[0], **patches(1))
+    block = [95, *[IMAGE_TOKEN] * n_image, 96]
+
+    def make_inputs(prompts: Sequence[Sequence[int]]) -> dict[str, Tensor]:
+        batch = _left_pad([_expand_with(p, block) for p in prompts])
+        batch["pixel_values"] = _seeded_images(prompts, (16, *patch), seed).flatten(0, 1)
+        batch.update(patches(len(prompts)))
+        if token_types:
+            batch["mm_token_type_ids"] = (batch["input_ids"] == IMAGE_TOKEN).int()
+        return batch
+
+    return model, make_inputs
+
+
+def _qwen2_5_vision(**extra: Any) -> dict[str, Any]:
+    return dict(depth=2, hidden_size=32, out_hidden_size=32, intermediate_size=64, num_heads=4, patch_size=2,
+                spatial_merge_size=2, temporal_patch_size=2, in_channels=3, **extra)
+
+
+def tiny_hyperclovax_vision_v2(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """HyperCLOVA X SEED Vision: a Qwen2.5-VL vision tower (4 image tokens) and a HyperCLOVA X language model
+    with 1-D positions."""
+    from transformers import HyperCLOVAXVisionV2Config, HyperCLOVAXVisionV2ForConditionalGeneration
+
+    vision = _qwen2_5_vision(model_type="qwen2_5_vl_vision", window_size=8, fullatt_block_indexes=[1])
+    config = HyperCLOVAXVisionV2Config(text_config=_text_config(num_key_value_heads=2) | {"model_type": "hyperclovax"},
+                                       vision_config=vision, image_token_id=IMAGE_TOKEN, video_token_id=97)
+    return _patch_grid_model(_build(HyperCLOVAXVisionV2ForConditionalGeneration, config, seed), seed, [3 * 2 * 2 * 2])
+
+
+def tiny_llava_onevision1_5(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """LLaVA-OneVision-1.5: a RICE ViT over flattened patches (2x2 merged: 4 image tokens), a Qwen3 language
+    model with 1-D positions."""
+    from transformers import LlavaOnevision15Config, LlavaOnevision15ForConditionalGeneration
+
+    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=4, patch_size=2, spatial_merge_size=2,
+                  out_hidden_size=32)
+    config = LlavaOnevision15Config(text_config=_text_config(num_key_value_heads=2, head_dim=8) | {"model_type": "qwen3"},
+                                    vision_config=vision, image_token_id=IMAGE_TOKEN, video_token_id=97,
+                                    vision_start_token_id=95, vision_end_token_id=96)
+    return _patch_grid_model(_build(LlavaOnevision15ForConditionalGeneration, config, seed), seed, [3 * 2 * 2])
+
+
+def tiny_cohere_compass(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """Cohere Compass (North Vision): a sliding-window M-RoPE layer, then a full-attention NoPE layer; a
+    Qwen3-VL-style tower whose first layer also feeds the first text layer (DeepStack); 4 image tokens."""
+    from transformers import CohereCompassConfig, CohereCompassForConditionalGeneration
+
+    rope = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 1, 1]}
+    text = _text_config(num_key_value_heads=2, sliding_window=SLIDING_WINDOW,
+                        layer_types=["sliding_attention", "full_attention"],
+                        rope_parameters={"sliding_attention": rope, "full_attention": None})
+    vision = _qwen2_5_vision(num_position_embeddings=16, deepstack_visual_indexes=[0])
+    config = CohereCompassConfig(text_config=text, vision_config=vision, image_token_id=IMAGE_TOKEN,
+                                 video_token_id=97, vision_start_token_id=95, vision_end_token_id=96)
+    model = _build(CohereCompassForConditionalGeneration, config, seed)
+    return _patch_grid_model(model, seed, [3 * 2 * 2 * 2], token_types=True)
+
+
+def tiny_kimi_k25(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """Kimi K2.5: a MoonViT tower over 2-px patches (2x2 merged: 4 image tokens) and a DeepSeek-V3 language
+    model (multi-head latent attention: query/key heads wider than value heads; a dense layer, then MoE)."""
+    from transformers import Kimi_K25Config, Kimi_K25ForConditionalGeneration
+
+    text = _text_config(kv_lora_rank=16, q_lora_rank=16, qk_rope_head_dim=4, qk_nope_head_dim=8, v_head_dim=8,
+                        n_routed_experts=4, num_experts_per_tok=2, n_shared_experts=1, moe_intermediate_size=16,
+                        first_k_dense_replace=1, n_group=1, topk_group=1) | {"model_type": "deepseek_v3"}
+    vision = dict(patch_size=2, pos_emb_height=4, pos_emb_width=4, num_attention_heads=4, num_hidden_layers=2,
+                  hidden_size=32, intermediate_size=37)
+    config = Kimi_K25Config(text_config=text, vision_config=vision, projection_hidden_size=32,
+                            image_token_id=IMAGE_TOKEN, video_token_id=97, vision_start_token_id=95,
+                            vision_end_token_id=96)
+    return _patch_grid_model(_build(Kimi_K25ForConditionalGeneration, config, seed), seed, [3, 2, 2])
+
+
+def tiny_mistral_large4(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """Mistral Large 4: a Pixtral tower and a DeepSeek-sparse-attention language model: multi-head latent
+    attention where an indexer keeps each query's top-6 keys (fewer than the prompt), a RoPE layer that runs
+    the indexer, then a NoPE mixture-of-experts layer that reuses its top-k."""
+    from transformers import MistralLarge4Config, MistralLarge4ForConditionalGeneration
+
+    text = _text_config(kv_lora_rank=16, qk_rope_head_dim=4, qk_nope_head_dim=8, v_head_dim=8, n_routed_experts=4,
+                        num_experts_per_tok=2, moe_intermediate_size=16, index_topk=6, index_head_dim=8,
+                        index_n_heads=2, indexer_types=["full", "shared"], no_rope_layers=[1, 0])
+    config = MistralLarge4Config(text_config=text, vision_config=_pixtral_vision(), image_token_index=IMAGE_TOKEN)
+    return _pixtral_model(_build(MistralLarge4ForConditionalGeneration, config, seed), seed)
+
+
+def tiny_granite4_vision(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """Granite 4 Vision: LLaVA-NeXT tiles whose image positions start empty; window Q-Formers (2x2 windows, one
+    query each) add features of one vision layer before text layer 0 and of four spatial offsets before layer 1."""
+    from transformers import Granite4VisionConfig, Granite4VisionForConditionalGeneration
+
+    vision = _clip().to_dict() | {"hidden_size": 64}
+    config = Granite4VisionConfig(text_config=_text_config(num_key_value_heads=2), vision_config=vision,
+                                  image_token_index=IMAGE_TOKEN, image_grid_pinpoints=_PINPOINTS, downsample_rate="1/2",
+                                  deepstack_layer_map=[[-2, 0]], spatial_target_layers=[1, 1, 1, 1],
+                                  projector_dropout=0.0)
+    model = _build(Granite4VisionForConditionalGeneration, config, seed)
+    sizes = torch.tensor([[12, 8]])
+    with torch.no_grad():
+        features = model.model.get_image_features(_seeded_images([[]], (3, 3, 8, 8), seed), sizes)
+    n_image = int(features.deepstack_features[0][1][0].shape[0])
+    return _image_block_model(model, (3, 3, 8, 8), seed, [*[IMAGE_TOKEN] * n_image],
+                              lambda count: {"image_sizes": sizes.expand(count, -1).clone()})
+
+
+def tiny_fast_vlm(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """FastVLM: a convolutional tower's final feature map (here a transformers ConvNeXt: 8 px -> 2x2 = 4 image
+    tokens; the released FastViTHD tower loads through timm) and a Qwen2 language model."""
+    from transformers import FastVlmConfig, FastVlmForConditionalGeneration
+
+    vision = dict(model_type="convnext", patch_size=2, num_stages=2, hidden_sizes=[16, 32], depths=[1, 1],
+                  image_size=8, hidden_size=32)
+    config = FastVlmConfig(text_config=_text_config(num_key_value_heads=2) | {"model_type": "qwen2"},
+                           vision_config=vision, image_token_index=IMAGE_TOKEN)
+    return _one_image_model(_build(FastVlmForConditionalGeneration, config, seed), (3, 8, 8), seed)
+
+
+def tiny_perception_lm(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """Perception LM: a ViT tile (CLS dropped: 4x4 patches, 2x2 average-pooled: 4 image tokens) and a Llama
+    language model. The released Perception Encoder loads through timm; the projector reads the tower's width
+    from ``vision_config.model_args["embed_dim"]``, which this CLIP tower carries too."""
+    from transformers import PerceptionLMConfig, PerceptionLMForConditionalGeneration
+
+    vision = _clip().to_dict() | {"model_args": {"embed_dim": 32}}
+    config = PerceptionLMConfig(text_config=_llama(), vision_config=vision, image_token_id=IMAGE_TOKEN,
+                                video_token_id=97, projector_pooling_ratio=2)
+    return _one_image_model(_build(PerceptionLMForConditionalGeneration, config, seed), (1, 3, 8, 8), seed)
+
+
 # --- group 1: builders above this line ---
 
 
@@ -387,6 +816,32 @@ TINY_FAMILIES: dict[str, Builder] = {
     "gemma3": tiny_gemma3,
     "paligemma": tiny_paligemma,
     "lfm2_vl": tiny_lfm2_vl,
+    "vipllava": tiny_vipllava,
+    "video_llava": tiny_video_llava,
+    "llava_next_video": tiny_llava_next_video,
+    "llava_onevision": tiny_llava_onevision,
+    "aya_vision": tiny_aya_vision,
+    "cohere2_vision": tiny_cohere2_vision,
+    "mistral3": tiny_mistral3,
+    "lighton_ocr": tiny_lighton_ocr,
+    "got_ocr2": tiny_got_ocr2,
+    "pp_chart2table": tiny_pp_chart2table,
+    "internvl": tiny_internvl,
+    "qianfan_ocr": tiny_qianfan_ocr,
+    "idefics2": tiny_idefics2,
+    "idefics3": tiny_idefics3,
+    "smolvlm": tiny_smolvlm,
+    "granite_docling": tiny_granite_docling,
+    "aria": tiny_aria,
+    "llama4": tiny_llama4,
+    "hyperclovax_vision_v2": tiny_hyperclovax_vision_v2,
+    "llava_onevision1_5": tiny_llava_onevision1_5,
+    "cohere_compass": tiny_cohere_compass,
+    "kimi_k25": tiny_kimi_k25,
+    "mistral_large4": tiny_mistral_large4,
+    "granite4_vision": tiny_granite4_vision,
+    "fast_vlm": tiny_fast_vlm,
+    "perception_lm": tiny_perception_lm,
     # --- group 1: rows above this line ---
     
     # --- group 2: rows above this line ---
@@ -437,6 +892,32 @@ def _mllama_evidence() -> None:
     assert cross, "Mllama's language model has cross-attention layers"
     assert model.config.text_config.cross_attention_layers == cross
     _refused(model, "cross-attention")
+
+
+def _idefics_evidence() -> None:
+    model = _on_meta("idefics")
+    config = model.config
+    assert len(model.model.gated_cross_attn_layers) == config.num_hidden_layers // config.cross_layer_interval > 0
+    assert not any(hasattr(config, name) for name in ("image_token_id", "image_token_index")), "no image-token id"
+    _refused(model, "cross-attention")
+
+
+def _mistral4_evidence() -> None:
+    import inspect
+
+    from transformers import Mistral3Config, Mistral3ForConditionalGeneration
+
+    from eahlib.models import model_family
+
+    model = _on_meta("mistral4")
+    assert type(model).__name__ == "Mistral4ForCausalLM" and "pixel_values" not in inspect.signature(model.forward).parameters
+    assert not any(hasattr(model.config, name) for name in ("vision_config", "image_token_id", "image_token_index"))
+    _refused(model, "text-only")
+    with torch.device("meta"):
+        multimodal = Mistral3ForConditionalGeneration(
+            Mistral3Config(text_config={"model_type": "mistral4", "num_hidden_layers": 2}))
+    assert type(multimodal.model.language_model).__name__ == "Mistral4Model"
+    assert model_family(multimodal).name == "mistral3"
 
 
 # --- group 1: evidence above this line ---
@@ -585,6 +1066,8 @@ def _inkling2_loop_evidence() -> None:
 
 UNSERVED_EVIDENCE: dict[str, Callable[[], None]] = {
     "mllama": _mllama_evidence,
+    "idefics": _idefics_evidence,
+    "mistral4": _mistral4_evidence,
     # --- group 1: rows above this line ---
     
     # --- group 2: rows above this line ---
