@@ -91,7 +91,7 @@ FAMILIES: tuple[ModelFamily, ...] = (
                 notes="language model at model.text_model"),
     ModelFamily("smolvlm", ("smolvlm",), ("SmolVLMForConditionalGeneration",), "model.text_model", "text_config",
                 _IMAGE_IDS, "HuggingFaceTB/SmolVLM-256M-Instruct", notes="language model at model.text_model"),
-    ModelFamily("gemma3", ("gemma3",), ("Gemma3ForConditionalGeneration",), "model.language_model", "text_config",
+    ModelFamily("gemma3", ("gemma3", "shieldgemma2"), ("Gemma3ForConditionalGeneration",), "model.language_model", "text_config",
                 _IMAGE_IDS, "google/gemma-3-4b-it",
                 notes="sliding-window layers (5 of every 6); bidirectional attention inside each image"),
     ModelFamily("paligemma", ("paligemma",), ("PaliGemmaForConditionalGeneration",), "model.language_model",

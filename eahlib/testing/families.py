@@ -155,6 +155,43 @@ def tiny_lfm2_vl(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
 # --- group 2: builders above this line ---
 
 
+def tiny_shieldgemma2(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """ShieldGemma 2: Gemma 3's model (``Gemma3ForConditionalGeneration``) under its own config class."""
+    from transformers import Gemma3ForConditionalGeneration, ShieldGemma2Config
+
+    gemma3, make_inputs = tiny_gemma3(seed)
+    tiny = gemma3.config
+    config = ShieldGemma2Config(text_config=tiny.text_config.to_dict(), vision_config=tiny.vision_config.to_dict(),
+                                mm_tokens_per_image=tiny.mm_tokens_per_image, image_token_index=tiny.image_token_id,
+                                boi_token_index=tiny.boi_token_id, eoi_token_index=tiny.eoi_token_id)
+    return _build(Gemma3ForConditionalGeneration, config, seed), make_inputs
+
+
+def tiny_phi4_multimodal(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """Phi-4-multimodal: the decoder is the full model (no text sub-config); one 8 px crop plus the global image,
+    each 4x4 patches pooled 2x2, with a separator column per row and a separator between them: 13 image tokens."""
+    from transformers import Phi4MultimodalConfig, Phi4MultimodalForCausalLM
+
+    vision = _siglip_vision() | {"crop_size": 8, "image_token_id": IMAGE_TOKEN}
+    audio = dict(hidden_size=32, intermediate_size=37, num_blocks=2, num_attention_heads=4, ext_pw_out_channel=32,
+                 depthwise_separable_out_channel=32, nemo_conv_channels=32, audio_token_id=97)
+    config = Phi4MultimodalConfig(**_text_config(num_key_value_heads=2), vision_config=vision, audio_config=audio)
+    model = _build(Phi4MultimodalForCausalLM, config, seed)
+    embedding = model.model.embed_tokens_extend.image_embed
+    side = int(embedding.num_img_tokens**0.5)  # pooled patches per side of a crop
+    crops = 1
+    n_image = (crops + 1) * (embedding.num_img_tokens + side) + 1
+
+    def make_inputs(prompts: Sequence[Sequence[int]]) -> dict[str, Tensor]:
+        batch = _left_pad([_expand_with(p, [IMAGE_TOKEN] * n_image) for p in prompts])
+        batch["image_pixel_values"] = _seeded_images(prompts, (crops + 1, 3, 8, 8), seed)
+        batch["image_sizes"] = torch.tensor([[8, 8 * crops]] * len(prompts))
+        batch["image_attention_mask"] = torch.ones(len(prompts), crops + 1, 4, 4, dtype=torch.long)
+        return batch
+
+    return model, make_inputs
+
+
 # --- group 3: builders above this line ---
 
 
@@ -174,6 +211,8 @@ TINY_FAMILIES: dict[str, Builder] = {
     
     # --- group 2: rows above this line ---
     
+    "shieldgemma2": tiny_shieldgemma2,
+    "phi4_multimodal": tiny_phi4_multimodal,
     # --- group 3: rows above this line ---
     
     # --- group 4: rows above this line ---
