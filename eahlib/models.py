@@ -108,6 +108,14 @@ FAMILIES: tuple[ModelFamily, ...] = (
     
     # --- group 2: rows above this line ---
     
+    ModelFamily("janus", ("janus",), ("JanusForConditionalGeneration",), "model.language_model", "text_config",
+                _IMAGE_IDS, "deepseek-community/Janus-Pro-1B",
+                notes="unified understanding and image generation; the language model reads image features"),
+    ModelFamily("deepseek_vl", ("deepseek_vl",), ("DeepseekVLForConditionalGeneration",), "model.language_model",
+                "text_config", _IMAGE_IDS, "deepseek-community/deepseek-vl-1.3b-chat"),
+    ModelFamily("deepseek_vl_hybrid", ("deepseek_vl_hybrid",), ("DeepseekVLHybridForConditionalGeneration",),
+                "model.language_model", "text_config", _IMAGE_IDS, "deepseek-community/deepseek-vl-7b-chat",
+                notes="two vision towers (SigLIP low-res, SAM high-res) fused per image token"),
     # --- group 3: rows above this line ---
     
     # --- group 4: rows above this line ---

@@ -192,6 +192,45 @@ def tiny_phi4_multimodal(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
     return model, make_inputs
 
 
+def tiny_janus(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """Janus: a SigLIP-like tower and an MLP aligner (one token per patch, 16) into Llama; the VQ image generator
+    is built tiny and left unused."""
+    from transformers import JanusConfig, JanusForConditionalGeneration
+
+    vision = _siglip_vision() | {"projection_dim": 32, "num_image_tokens": 16}
+    vq = dict(embed_dim=8, num_embeddings=16, latent_channels=32, base_channels=32, channel_multiplier=[1, 1],
+              num_res_blocks=1, projection_dim=32, image_token_embed_dim=32)
+    config = JanusConfig(text_config=_text_config() | {"model_type": "llama"}, vision_config=vision, vq_config=vq,
+                         image_token_id=IMAGE_TOKEN)
+    return _one_image_model(_build(JanusForConditionalGeneration, config, seed), (3, 8, 8), seed)
+
+
+def tiny_deepseek_vl(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """DeepSeek-VL: SigLIP and an MLP aligner (one token per patch, 16) into Llama."""
+    from transformers import DeepseekVLConfig, DeepseekVLForConditionalGeneration
+
+    config = DeepseekVLConfig(text_config=_text_config() | {"model_type": "llama"},
+                              vision_config=_siglip_vision() | {"model_type": "siglip_vision_model"},
+                              image_token_id=IMAGE_TOKEN)
+    return _one_image_model(_build(DeepseekVLForConditionalGeneration, config, seed), (3, 8, 8), seed)
+
+
+def tiny_deepseek_vl_hybrid(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """DeepSeek-VL hybrid: a low-resolution SigLIP (8 px) and a high-resolution SAM (16 px) tower, fused per patch
+    (16 image tokens) into Llama."""
+    from transformers import DeepseekVLHybridConfig, DeepseekVLHybridForConditionalGeneration
+
+    sam = dict(model_type="sam_vision_model", hidden_size=32, output_channels=8, num_hidden_layers=2,
+               num_attention_heads=4, image_size=16, patch_size=2, window_size=4, global_attn_indexes=[1], mlp_dim=37)
+    config = DeepseekVLHybridConfig(text_config=_text_config() | {"model_type": "llama"},
+                                    vision_config=_siglip_vision() | {"model_type": "siglip_vision_model"},
+                                    high_res_vision_config=sam, image_token_id=IMAGE_TOKEN)
+    model = _build(DeepseekVLHybridForConditionalGeneration, config, seed)
+
+    def high_res(count: int) -> dict[str, Tensor]:
+        return {"high_res_pixel_values": _seeded_images([[]] * count, (3, 16, 16), seed + 1)}
+
+    return _one_image_model(model, (3, 8, 8), seed, pixel_extra=high_res)
 # --- group 3: builders above this line ---
 
 
@@ -213,6 +252,9 @@ TINY_FAMILIES: dict[str, Builder] = {
     
     "shieldgemma2": tiny_shieldgemma2,
     "phi4_multimodal": tiny_phi4_multimodal,
+    "janus": tiny_janus,
+    "deepseek_vl": tiny_deepseek_vl,
+    "deepseek_vl_hybrid": tiny_deepseek_vl_hybrid,
     # --- group 3: rows above this line ---
     
     # --- group 4: rows above this line ---
