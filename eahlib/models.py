@@ -116,6 +116,13 @@ FAMILIES: tuple[ModelFamily, ...] = (
     ModelFamily("deepseek_vl_hybrid", ("deepseek_vl_hybrid",), ("DeepseekVLHybridForConditionalGeneration",),
                 "model.language_model", "text_config", _IMAGE_IDS, "deepseek-community/deepseek-vl-7b-chat",
                 notes="two vision towers (SigLIP low-res, SAM high-res) fused per image token"),
+    ModelFamily("ovis2", ("ovis2",), ("Ovis2ForConditionalGeneration",), "model.language_model", "text_config",
+                _IMAGE_IDS, "thisisiron/Ovis2-1B-hf",
+                notes="image tokens are mixtures of a visual embedding table; indicator tokens around them are not "
+                      "image tokens"),
+    ModelFamily("ovis2_5", ("ovis2_5",), ("Ovis2_5ForConditionalGeneration",), "model.language_model",
+                "text_config", ("image_token_id", "video_token_id"), "ovis-community/Ovis2.5-2B",
+                notes="native-resolution tower: the image-token count depends on the image size"),
     # --- group 3: rows above this line ---
     
     # --- group 4: rows above this line ---

@@ -231,6 +231,35 @@ def tiny_deepseek_vl_hybrid(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
         return {"high_res_pixel_values": _seeded_images([[]] * count, (3, 16, 16), seed + 1)}
 
     return _one_image_model(model, (3, 8, 8), seed, pixel_extra=high_res)
+def tiny_ovis2(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """Ovis2: a visual tokenizer (probabilities over a visual vocabulary, one per patch: 16) whose embedding table
+    gives the image tokens, between the start and the grid/end indicator tokens, into Qwen2."""
+    from transformers import Ovis2Config, Ovis2ForConditionalGeneration
+
+    start, grid, column, row, end = 93, 94, 95, 96, 97
+    vision = _siglip_vision() | {"vocab_size": 32}
+    config = Ovis2Config(text_config=_text_config(num_key_value_heads=2) | {"model_type": "qwen2"},
+                         vision_config=vision, image_token_id=IMAGE_TOKEN,
+                         visual_indicator_token_ids=[start, grid, column, row, end], vocab_size=VOCAB, hidden_size=32)
+    model = _build(Ovis2ForConditionalGeneration, config, seed)
+    return _one_image_model(model, (3, 8, 8), seed, before=[start], after=[grid, end])
+
+
+def tiny_ovis2_5(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """Ovis2.5: a NaViT tower (patches in, a 4x4 grid, 2x2 merging: 4 image tokens) and a visual tokenizer, into
+    Qwen3."""
+    from transformers import Ovis2_5Config, Ovis2_5ForConditionalGeneration
+
+    vision = _siglip_vision(16, 2) | {"vocab_size": 32, "window_size": 8, "spatial_merge_size": 2}
+    text = _text_config(num_key_value_heads=2, head_dim=8) | {"model_type": "qwen3"}
+    config = Ovis2_5Config(text_config=text, vision_config=vision, image_token_id=IMAGE_TOKEN, video_token_id=97,
+                           image_start_token_id=95, image_end_token_id=96)
+    model = _build(Ovis2_5ForConditionalGeneration, config, seed)
+
+    def grid(count: int) -> dict[str, Tensor]:
+        return {"image_grid_thw": torch.tensor([[1, 4, 4]] * count)}
+
+    return _one_image_model(model, (16, 3 * 2 * 2), seed, before=[95], after=[96], pixel_extra=grid)
 # --- group 3: builders above this line ---
 
 
@@ -255,6 +284,8 @@ TINY_FAMILIES: dict[str, Builder] = {
     "janus": tiny_janus,
     "deepseek_vl": tiny_deepseek_vl,
     "deepseek_vl_hybrid": tiny_deepseek_vl_hybrid,
+    "ovis2": tiny_ovis2,
+    "ovis2_5": tiny_ovis2_5,
     # --- group 3: rows above this line ---
     
     # --- group 4: rows above this line ---
