@@ -123,6 +123,12 @@ FAMILIES: tuple[ModelFamily, ...] = (
     ModelFamily("ovis2_5", ("ovis2_5",), ("Ovis2_5ForConditionalGeneration",), "model.language_model",
                 "text_config", ("image_token_id", "video_token_id"), "ovis-community/Ovis2.5-2B",
                 notes="native-resolution tower: the image-token count depends on the image size"),
+    ModelFamily("cosmos3_edge", ("cosmos3_edge",), ("Cosmos3EdgeForConditionalGeneration",), "model.language_model",
+                "text_config", ("image_token_id", "video_token_id"), "nvidia/Cosmos3-Edge",
+                notes="GQA, M-RoPE"),
+    ModelFamily("cosmos3_omni", ("cosmos3_omni",), ("Cosmos3OmniForConditionalGeneration",), "model.language_model",
+                "text_config", ("image_token_id", "video_token_id"), "nvidia/Cosmos3-Nano",
+                notes="Qwen3-VL layout: GQA, interleaved M-RoPE, deepstack image features added in early layers"),
     # --- group 3: rows above this line ---
     
     # --- group 4: rows above this line ---

@@ -155,6 +155,27 @@ def tiny_lfm2_vl(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
 # --- group 2: builders above this line ---
 
 
+def _grid_image_model(model: nn.Module, patch_dim: int, seed: int) -> tuple[nn.Module, InputBuilder]:
+    """A Qwen2-VL-style family: one image of 4x4 patches of ``patch_dim`` values, packed as the processor packs them
+    (``[total_patches, patch_dim]`` with ``image_grid_thw``), its tokens between the vision start (95) and end (96)
+    tokens, and ``mm_token_type_ids`` for M-RoPE."""
+    grid = torch.tensor([[1, 4, 4]])
+
+    def pixels(prompts: Sequence[Sequence[int]]) -> dict[str, Tensor]:
+        return {"pixel_values": _seeded_images(prompts, (16, patch_dim), seed).flatten(0, 1),
+                "image_grid_thw": grid.expand(len(prompts), -1).clone()}
+
+    n_image = _image_features(model, **pixels([[]]))
+
+    def make_inputs(prompts: Sequence[Sequence[int]]) -> dict[str, Tensor]:
+        batch = _left_pad([_expand_with(p, [95, *[IMAGE_TOKEN] * n_image, 96]) for p in prompts])
+        batch.update(pixels(prompts))
+        batch["mm_token_type_ids"] = (batch["input_ids"] == IMAGE_TOKEN).int()
+        return batch
+
+    return model, make_inputs
+
+
 def tiny_shieldgemma2(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
     """ShieldGemma 2: Gemma 3's model (``Gemma3ForConditionalGeneration``) under its own config class."""
     from transformers import Gemma3ForConditionalGeneration, ShieldGemma2Config
@@ -254,12 +275,35 @@ def tiny_ovis2_5(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
     text = _text_config(num_key_value_heads=2, head_dim=8) | {"model_type": "qwen3"}
     config = Ovis2_5Config(text_config=text, vision_config=vision, image_token_id=IMAGE_TOKEN, video_token_id=97,
                            image_start_token_id=95, image_end_token_id=96)
-    model = _build(Ovis2_5ForConditionalGeneration, config, seed)
+    return _grid_image_model(_build(Ovis2_5ForConditionalGeneration, config, seed), 3 * 2 * 2, seed)
 
-    def grid(count: int) -> dict[str, Tensor]:
-        return {"image_grid_thw": torch.tensor([[1, 4, 4]] * count)}
 
-    return _one_image_model(model, (16, 3 * 2 * 2), seed, before=[95], after=[96], pixel_extra=grid)
+def tiny_cosmos3_edge(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """Cosmos3-Edge: a packed SigLIP2 tower (4x4 patches, 2x2 merging: 4 image tokens) into a decoder with
+    M-RoPE."""
+    from transformers import Cosmos3EdgeConfig, Cosmos3EdgeForConditionalGeneration
+
+    text = _text_config(num_key_value_heads=2, head_dim=8,
+                        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 1, 1]})
+    vision = _siglip_vision() | {"num_patches": 16, "spatial_merge_size": 2}
+    config = Cosmos3EdgeConfig(text_config=text, vision_config=vision, projector_hidden_size=32,
+                               image_token_id=IMAGE_TOKEN, video_token_id=97, vision_start_token_id=95,
+                               vision_end_token_id=96)
+    return _grid_image_model(_build(Cosmos3EdgeForConditionalGeneration, config, seed), 3 * 2 * 2, seed)
+
+
+def tiny_cosmos3_omni(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """Cosmos3-Omni: Qwen3-VL's model (4x4 patches, 2x2 merging: 4 image tokens; deepstack features added to the
+    first decoder layers' image positions)."""
+    from transformers import Cosmos3OmniConfig, Cosmos3OmniForConditionalGeneration
+
+    text = _text_config(num_key_value_heads=2, head_dim=8,
+                        rope_parameters={"rope_type": "default", "mrope_section": [2, 1, 1], "mrope_interleaved": True})
+    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=4, out_hidden_size=32, patch_size=2,
+                  spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=16, deepstack_visual_indexes=[0])
+    config = Cosmos3OmniConfig(text_config=text, vision_config=vision, image_token_id=IMAGE_TOKEN,
+                               video_token_id=97, vision_start_token_id=95, vision_end_token_id=96)
+    return _grid_image_model(_build(Cosmos3OmniForConditionalGeneration, config, seed), 3 * 2 * 2 * 2, seed)
 # --- group 3: builders above this line ---
 
 
@@ -286,6 +330,8 @@ TINY_FAMILIES: dict[str, Builder] = {
     "deepseek_vl_hybrid": tiny_deepseek_vl_hybrid,
     "ovis2": tiny_ovis2,
     "ovis2_5": tiny_ovis2_5,
+    "cosmos3_edge": tiny_cosmos3_edge,
+    "cosmos3_omni": tiny_cosmos3_omni,
     # --- group 3: rows above this line ---
     
     # --- group 4: rows above this line ---
