@@ -129,6 +129,10 @@ FAMILIES: tuple[ModelFamily, ...] = (
     ModelFamily("cosmos3_omni", ("cosmos3_omni",), ("Cosmos3OmniForConditionalGeneration",), "model.language_model",
                 "text_config", ("image_token_id", "video_token_id"), "nvidia/Cosmos3-Nano",
                 notes="Qwen3-VL layout: GQA, interleaved M-RoPE, deepstack image features added in early layers"),
+    ModelFamily("molmo2", ("molmo2",), ("Molmo2ForConditionalGeneration",), "model.language_model", "text_config",
+                _IMAGE_IDS, "allenai/Molmo2-8B",
+                notes="bidirectional attention over the whole image block (patches, column, start and end tokens); "
+                      "image id `image_patch_id`"),
     # --- group 3: rows above this line ---
     
     # --- group 4: rows above this line ---

@@ -304,6 +304,38 @@ def tiny_cosmos3_omni(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
     config = Cosmos3OmniConfig(text_config=text, vision_config=vision, image_token_id=IMAGE_TOKEN,
                                video_token_id=97, vision_start_token_id=95, vision_end_token_id=96)
     return _grid_image_model(_build(Cosmos3OmniForConditionalGeneration, config, seed), 3 * 2 * 2 * 2, seed)
+def tiny_molmo2(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """Molmo2: two crops of 4x4 patches (the resized image, one high-resolution crop), each pooled 2x2 by
+    cross-attention into 2x2 image tokens; every row ends in a column token, each view is wrapped in start and end
+    tokens (16 image-block tokens, 8 of them image features), and the whole block attends bidirectionally."""
+    from transformers import Molmo2Config, Molmo2ForConditionalGeneration
+
+    patch, column, start, low_res_start, end = IMAGE_TOKEN, 93, 94, 95, 96
+    vision = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=4, head_dim=8, image_size=[8, 8], patch_size=2)
+    adapter = dict(vision_feature_layer=[-1, 0], hidden_size=32, num_attention_heads=4, num_key_value_heads=4,
+                   head_dim=8, intermediate_size=37, text_hidden_size=32)
+    text = _text_config(num_key_value_heads=2, head_dim=8, additional_vocab_size=0)
+    config = Molmo2Config(text_config=text, vision_config=vision, adapter_config=adapter, image_patch_id=patch,
+                          image_start_token_id=start, low_res_image_start_token_id=low_res_start,
+                          image_end_token_id=end)
+    model = _build(Molmo2ForConditionalGeneration, config, seed)
+    rows = cols = 2  # pooled tokens per side of each view: 4x4 patches pooled 2x2
+    pool = torch.arange(16).view(rows, 2, cols, 2).permute(0, 2, 1, 3).reshape(rows * cols, 4)
+    pooling = torch.cat([pool, pool + 16])  # the resized view's patches, then the crop's
+    view = [*([patch] * cols + [column]) * rows, end]
+    block = [low_res_start, *view, start, *view]
+
+    def make_inputs(prompts: Sequence[Sequence[int]]) -> dict[str, Tensor]:
+        batch = _left_pad([_expand_with(p, block) for p in prompts])
+        batch["pixel_values"] = _seeded_images(prompts, (2, 16, 12), seed)
+        batch["image_token_pooling"] = pooling.repeat(len(prompts), 1)
+        batch["image_grids"] = torch.tensor([[rows, cols, rows, cols]] * len(prompts))
+        batch["image_num_crops"] = torch.tensor([2] * len(prompts))
+        batch["mm_token_type_ids"] = torch.isin(batch["input_ids"], torch.tensor(block)).long()
+        return batch
+
+    return model, make_inputs
 # --- group 3: builders above this line ---
 
 
@@ -332,6 +364,7 @@ TINY_FAMILIES: dict[str, Builder] = {
     "ovis2_5": tiny_ovis2_5,
     "cosmos3_edge": tiny_cosmos3_edge,
     "cosmos3_omni": tiny_cosmos3_omni,
+    "molmo2": tiny_molmo2,
     # --- group 3: rows above this line ---
     
     # --- group 4: rows above this line ---
