@@ -133,6 +133,16 @@ FAMILIES: tuple[ModelFamily, ...] = (
                 _IMAGE_IDS, "allenai/Molmo2-8B",
                 notes="bidirectional attention over the whole image block (patches, column, start and end tokens); "
                       "image id `image_patch_id`"),
+    ModelFamily("minicpmv4_6", ("minicpmv4_6",), ("MiniCPMV4_6ForConditionalGeneration",), "model.language_model",
+                "text_config", ("image_token_id", "video_token_id"), "openbmb/MiniCPM-V-4.6",
+                notes="hybrid language model (Qwen3.5: gated-delta-net linear-attention layers between attention layers)"),
+    ModelFamily("minicpm_ocr", ("minicpm_ocr",), ("MiniCPMOcrForConditionalGeneration",), "model.language_model",
+                "text_config", ("image_token_id", "video_token_id"), "openbmb/MiniCPM-OCR-1.0",
+                notes="hybrid language model (Qwen3.5: gated-delta-net linear-attention layers between attention layers)"),
+    ModelFamily("minicpmv4_7", ("minicpmv4_7",), ("MiniCPMV4_7ForConditionalGeneration",), "model.language_model",
+                "text_config", ("image_token_id", "video_token_id"), "openbmb/MiniCPM-V-4.7-1B",
+                notes="hybrid language model (Qwen3.5: gated-delta-net linear-attention layers between attention "
+                      "layers); M-RoPE over the image canvas"),
     # --- group 3: rows above this line ---
     
     # --- group 4: rows above this line ---

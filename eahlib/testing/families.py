@@ -336,6 +336,60 @@ def tiny_molmo2(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
         return batch
 
     return model, make_inputs
+def _tiny_minicpm(config_cls: Any, model_cls: type[nn.Module], seed: int, downsample_mode: str,
+                  image_size: int, mrope: bool = False, **extra: Any) -> tuple[nn.Module, InputBuilder]:
+    """A MiniCPM-V 4.6-style family: a hybrid Qwen3.5 language model (a gated-delta-net linear-attention layer,
+    then a full-attention layer) and a NaViT tower whose patches are packed into one row (``[1, 3, patch,
+    patches * patch]``, ``target_sizes``); ``"16x"`` merges patches 4x4 (a window merger inside the tower, then
+    the merger), ``"4x"`` 2x2. The image tokens sit between the image start (95) and end (96) tokens; with
+    ``mrope``, ``mm_token_type_ids`` mark them for the 3D positions."""
+    text = _text_config(num_key_value_heads=2, head_dim=8, layer_types=["linear_attention", "full_attention"],
+                        linear_key_head_dim=8, linear_value_head_dim=8, linear_num_key_heads=2,
+                        linear_num_value_heads=4) | {"model_type": "qwen3_5_text"}
+    vision = _siglip_vision(image_size) | {"insert_layer_id": 0}
+    config = config_cls(text_config=text, vision_config=vision, image_token_id=IMAGE_TOKEN, video_token_id=97,
+                        downsample_mode=downsample_mode, **extra)
+    model = _build(model_cls, config, seed)
+    side = image_size // 2  # patches per side
+
+    def pixels(prompts: Sequence[Sequence[int]]) -> dict[str, Tensor]:
+        images = _seeded_images(prompts, (3, 2, side * side * 2), seed)
+        return {"pixel_values": torch.cat(list(images), dim=-1).unsqueeze(0),
+                "target_sizes": torch.tensor([[side, side]] * len(prompts), dtype=torch.int32)}
+
+    n_image = _image_features(model, **pixels([[]]))
+
+    def make_inputs(prompts: Sequence[Sequence[int]]) -> dict[str, Tensor]:
+        batch = _left_pad([_expand_with(p, [95, *[IMAGE_TOKEN] * n_image, 96]) for p in prompts])
+        batch.update(pixels(prompts))
+        if mrope:
+            batch["mm_token_type_ids"] = (batch["input_ids"] == IMAGE_TOKEN).int()
+        return batch
+
+    return model, make_inputs
+
+
+def tiny_minicpmv4_6(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """MiniCPM-V 4.6: 16 px images, 8x8 patches merged 4x4: 4 image tokens."""
+    from transformers import MiniCPMV4_6Config, MiniCPMV4_6ForConditionalGeneration
+
+    return _tiny_minicpm(MiniCPMV4_6Config, MiniCPMV4_6ForConditionalGeneration, seed, "16x", 16)
+
+
+def tiny_minicpm_ocr(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """MiniCPM-OCR: MiniCPM-V 4.6's model reading at ``"4x"``: 8 px images, 4x4 patches merged 2x2: 4 tokens."""
+    from transformers import MiniCPMOcrConfig, MiniCPMOcrForConditionalGeneration
+
+    return _tiny_minicpm(MiniCPMOcrConfig, MiniCPMOcrForConditionalGeneration, seed, "4x", 8)
+
+
+def tiny_minicpmv4_7(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """MiniCPM-V 4.7: MiniCPM-V 4.6 with M-RoPE over the image canvas (from ``mm_token_type_ids`` and the image
+    and slice marker ids)."""
+    from transformers import MiniCPMV4_7Config, MiniCPMV4_7ForConditionalGeneration
+
+    return _tiny_minicpm(MiniCPMV4_7Config, MiniCPMV4_7ForConditionalGeneration, seed, "16x", 16, mrope=True,
+                         image_start_id=95, image_end_id=96, slice_start_id=93, slice_end_id=94, newline_id=92)
 # --- group 3: builders above this line ---
 
 
@@ -365,6 +419,9 @@ TINY_FAMILIES: dict[str, Builder] = {
     "cosmos3_edge": tiny_cosmos3_edge,
     "cosmos3_omni": tiny_cosmos3_omni,
     "molmo2": tiny_molmo2,
+    "minicpmv4_6": tiny_minicpmv4_6,
+    "minicpm_ocr": tiny_minicpm_ocr,
+    "minicpmv4_7": tiny_minicpmv4_7,
     # --- group 3: rows above this line ---
     
     # --- group 4: rows above this line ---
