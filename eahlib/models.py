@@ -143,6 +143,9 @@ FAMILIES: tuple[ModelFamily, ...] = (
                 "text_config", ("image_token_id", "video_token_id"), "openbmb/MiniCPM-V-4.7-1B",
                 notes="hybrid language model (Qwen3.5: gated-delta-net linear-attention layers between attention "
                       "layers); M-RoPE over the image canvas"),
+    ModelFamily("lfm3_vl", ("lfm3_vl",), ("Lfm3VlForConditionalGeneration",), "model.language_model", "text_config",
+                ("image_token_id", "video_token_id"), "LiquidAI/LFM3-VL-2B",
+                notes="hybrid language model: short-convolution layers between full and sliding-window attention layers"),
     # --- group 3: rows above this line ---
     
     # --- group 4: rows above this line ---

@@ -155,10 +155,10 @@ def tiny_lfm2_vl(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
 # --- group 2: builders above this line ---
 
 
-def _grid_image_model(model: nn.Module, patch_dim: int, seed: int) -> tuple[nn.Module, InputBuilder]:
+def _grid_image_model(model: nn.Module, patch_dim: int, seed: int, mrope: bool = True) -> tuple[nn.Module, InputBuilder]:
     """A Qwen2-VL-style family: one image of 4x4 patches of ``patch_dim`` values, packed as the processor packs them
     (``[total_patches, patch_dim]`` with ``image_grid_thw``), its tokens between the vision start (95) and end (96)
-    tokens, and ``mm_token_type_ids`` for M-RoPE."""
+    tokens; with ``mrope``, ``mm_token_type_ids`` mark them for the 3D positions."""
     grid = torch.tensor([[1, 4, 4]])
 
     def pixels(prompts: Sequence[Sequence[int]]) -> dict[str, Tensor]:
@@ -170,7 +170,8 @@ def _grid_image_model(model: nn.Module, patch_dim: int, seed: int) -> tuple[nn.M
     def make_inputs(prompts: Sequence[Sequence[int]]) -> dict[str, Tensor]:
         batch = _left_pad([_expand_with(p, [95, *[IMAGE_TOKEN] * n_image, 96]) for p in prompts])
         batch.update(pixels(prompts))
-        batch["mm_token_type_ids"] = (batch["input_ids"] == IMAGE_TOKEN).int()
+        if mrope:
+            batch["mm_token_type_ids"] = (batch["input_ids"] == IMAGE_TOKEN).int()
         return batch
 
     return model, make_inputs
@@ -390,6 +391,20 @@ def tiny_minicpmv4_7(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
 
     return _tiny_minicpm(MiniCPMV4_7Config, MiniCPMV4_7ForConditionalGeneration, seed, "16x", 16, mrope=True,
                          image_start_id=95, image_end_id=96, slice_start_id=93, slice_end_id=94, newline_id=92)
+def tiny_lfm3_vl(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """LFM3-VL: a hybrid language model (a short-convolution layer, then a sliding-window attention layer) and a
+    hybrid convolution/attention vision tower (4x4 patches, 2x2 merging: 4 image tokens)."""
+    from transformers import Lfm3VlConfig, Lfm3VlForConditionalGeneration
+
+    text = _text_config(num_key_value_heads=2, head_dim=8, layer_types=["conv", "sliding_attention"],
+                        sliding_window=SLIDING_WINDOW, conv_L_cache=3) | {"model_type": "lfm3"}
+    vision = dict(hidden_size=32, intermediate_size=37, patch_size=2, spatial_merge_size=2, temporal_patch_size=2,
+                  num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                  layer_types=["conv", "full_attention"])
+    config = Lfm3VlConfig(text_config=text, vision_config=vision, image_token_id=IMAGE_TOKEN, video_token_id=97,
+                          vision_start_token_id=95, vision_end_token_id=96, projector_hidden_size=32)
+    model = _build(Lfm3VlForConditionalGeneration, config, seed)
+    return _grid_image_model(model, 3 * 2 * 2 * 2, seed, mrope=False)
 # --- group 3: builders above this line ---
 
 
@@ -422,6 +437,7 @@ TINY_FAMILIES: dict[str, Builder] = {
     "minicpmv4_6": tiny_minicpmv4_6,
     "minicpm_ocr": tiny_minicpm_ocr,
     "minicpmv4_7": tiny_minicpmv4_7,
+    "lfm3_vl": tiny_lfm3_vl,
     # --- group 3: rows above this line ---
     
     # --- group 4: rows above this line ---
