@@ -34,6 +34,9 @@ class ModelFamily:
         checkpoint: a public checkpoint of the family, for documentation and examples.
         attention: attribute of a decoder layer holding its self-attention module; a layer without it
             (a hybrid model's convolution or recurrent layer) has no attention to study.
+        attention_types: class names of the self-attention modules, for hybrid models whose layers all hold
+            their mixer (attention, Mamba, MLP...) under the one ``attention`` attribute; a layer whose module
+            there is of another class has no attention. Empty: any module there is self-attention.
         auto_class: the ``transformers`` auto class that loads the family's checkpoints.
         notes: what is special about the family for eahlib (masks, layout), shown in the support matrix.
     """
@@ -46,6 +49,7 @@ class ModelFamily:
     image_token_attrs: tuple[str, ...]
     checkpoint: str
     attention: str = "self_attn"
+    attention_types: tuple[str, ...] = ()
     auto_class: str = "AutoModelForImageTextToText"
     notes: str = ""
 
@@ -146,6 +150,11 @@ FAMILIES: tuple[ModelFamily, ...] = (
     ModelFamily("lfm3_vl", ("lfm3_vl",), ("Lfm3VlForConditionalGeneration",), "model.language_model", "text_config",
                 ("image_token_id", "video_token_id"), "LiquidAI/LFM3-VL-2B",
                 notes="hybrid language model: short-convolution layers between full and sliding-window attention layers"),
+    ModelFamily("nemotron_h_omni", ("nemotron_h_omni",), ("NemotronH_Omni_Reasoning_V3",), "language_model",
+                "text_config", _IMAGE_IDS, "nvidia/Nemotron-3-Nano-Omni-30B-A3B-Reasoning-BF16",
+                attention="mixer", attention_types=("NemotronHAttention",),
+                notes="hybrid language model: Mamba-2, MoE and MLP blocks between attention blocks (every block's "
+                      "mixer is `mixer`); language model at the top"),
     # --- group 3: rows above this line ---
     
     # --- group 4: rows above this line ---
@@ -256,10 +265,18 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
     return decoder(model).layers
 
 
+def _self_attention(layer: nn.Module, family: ModelFamily) -> nn.Module | None:
+    """The decoder layer's self-attention module, or ``None`` (a hybrid model's convolution, recurrent or MLP layer)."""
+    module = getattr(layer, family.attention, None)
+    if module is None or (family.attention_types and type(module).__name__ not in family.attention_types):
+        return None
+    return module
+
+
 def attention_layers(model: nn.Module) -> list[int]:
     """Indices of the decoder layers that have self-attention (all of them, except in hybrid models)."""
-    name = model_family(model).attention
-    return [i for i, layer in enumerate(decoder_layers(model)) if getattr(layer, name, None) is not None]
+    family = model_family(model)
+    return [i for i, layer in enumerate(decoder_layers(model)) if _self_attention(layer, family) is not None]
 
 
 def attention_module(model: nn.Module, layer: int) -> nn.Module:
@@ -275,7 +292,7 @@ def attention_module(model: nn.Module, layer: int) -> nn.Module:
             f"layer={layer!r} is out of range: the language model has {len(layers)} decoder layers "
             f"(valid: 0..{len(layers) - 1})."
         )
-    attention = getattr(layers[layer], model_family(model).attention, None)
+    attention = _self_attention(layers[layer], model_family(model))
     if attention is None:
         raise ValueError(
             f"Decoder layer {layer % len(layers)} of {type(model).__name__} has no self-attention (a hybrid model's "

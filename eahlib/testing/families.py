@@ -405,6 +405,35 @@ def tiny_lfm3_vl(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
                           vision_start_token_id=95, vision_end_token_id=96, projector_hidden_size=32)
     model = _build(Lfm3VlForConditionalGeneration, config, seed)
     return _grid_image_model(model, 3 * 2 * 2 * 2, seed, mrope=False)
+def tiny_nemotron_h_omni(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """Nemotron-H Omni: a hybrid language model whose blocks all hold their mixer as ``mixer`` (a Mamba-2 block,
+    then an attention block) and a RADIO tower (packed patches, 4x4 grid, 2x2 pixel shuffle: 4 image tokens
+    between ``<img>`` and ``</img>``)."""
+    from transformers import NemotronH_Omni_Reasoning_V3, NemotronH_Omni_Reasoning_V3_Config
+
+    text = _text_config(num_key_value_heads=2, head_dim=8, layers_block_type=["linear_attention", "full_attention"],
+                        ssm_state_size=8, mamba_num_heads=8, mamba_head_dim=8, n_groups=2, chunk_size=8)
+    vision = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, patch_size=2, image_size=8,
+                  max_img_size=16, num_cls_tokens=1, num_registers=1, video_temporal_patch_size=2)
+    config = NemotronH_Omni_Reasoning_V3_Config(text_config=text | {"model_type": "nemotron_h"}, vision_config=vision,
+                                                vision_hidden_size=32, projector_hidden_size=32,
+                                                image_token_id=IMAGE_TOKEN, video_token_id=97)
+    model = _build(NemotronH_Omni_Reasoning_V3, config, seed)
+    grid = torch.tensor([[4, 4]])
+
+    def pixels(prompts: Sequence[Sequence[int]]) -> dict[str, Tensor]:
+        return {"pixel_values": _seeded_images(prompts, (16, 3 * 2 * 2), seed).flatten(0, 1),
+                "image_grid_hw": grid.expand(len(prompts), -1).clone()}
+
+    with torch.no_grad():
+        n_image = int(model.get_image_features(**pixels([[]])).pooler_output[0].shape[0])
+
+    def make_inputs(prompts: Sequence[Sequence[int]]) -> dict[str, Tensor]:
+        batch = _left_pad([_expand_with(p, [95, *[IMAGE_TOKEN] * n_image, 96]) for p in prompts])
+        batch.update(pixels(prompts))
+        return batch
+
+    return model, make_inputs
 # --- group 3: builders above this line ---
 
 
@@ -438,6 +467,7 @@ TINY_FAMILIES: dict[str, Builder] = {
     "minicpm_ocr": tiny_minicpm_ocr,
     "minicpmv4_7": tiny_minicpmv4_7,
     "lfm3_vl": tiny_lfm3_vl,
+    "nemotron_h_omni": tiny_nemotron_h_omni,
     # --- group 3: rows above this line ---
     
     # --- group 4: rows above this line ---
