@@ -155,6 +155,14 @@ FAMILIES: tuple[ModelFamily, ...] = (
                 attention="mixer", attention_types=("NemotronHAttention",),
                 notes="hybrid language model: Mamba-2, MoE and MLP blocks between attention blocks (every block's "
                       "mixer is `mixer`); language model at the top"),
+    ModelFamily("gemma4", ("gemma4",), ("Gemma4ForConditionalGeneration",), "model.language_model", "text_config",
+                ("image_token_id", "video_token_id"), "google/gemma-4-e2b-it",
+                notes="sliding-window layers, bidirectional inside each image (use_bidirectional_attention='vision'); "
+                      "full-attention layers causal; per-layer token embeddings; KV-shared layers"),
+    ModelFamily("gemma4_unified", ("gemma4_unified",), ("Gemma4UnifiedForConditionalGeneration",),
+                "model.language_model", "text_config", ("image_token_id", "video_token_id"), "google/gemma-4-12B-it",
+                notes="encoder-free (pixel patches projected straight to image tokens); sliding-window layers; "
+                      "bidirectional inside each image in every layer"),
     # --- group 3: rows above this line ---
     
     # --- group 4: rows above this line ---

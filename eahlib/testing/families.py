@@ -434,6 +434,54 @@ def tiny_nemotron_h_omni(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
         return batch
 
     return model, make_inputs
+_GEMMA4_SPECIAL_IDS = dict(image_token_id=IMAGE_TOKEN, boi_token_id=96, eoi_token_id=97, video_token_id=95,
+                           audio_token_id=94, boa_token_id=93, eoa_token_index=92)
+
+
+def _gemma4_vision() -> dict[str, Any]:
+    """A tiny Gemma 4 vision tower: 2 px patches, pooled 2x2 (an 8 px image: 4x4 patches, 4 image tokens)."""
+    return dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=4, head_dim=8, patch_size=2, pooling_kernel_size=2, position_embedding_size=16)
+
+
+def _gemma4_image_inputs(model: nn.Module, side: int, patch_dim: int, seed: int) -> tuple[nn.Module, InputBuilder]:
+    """A Gemma 4-style family: one image of ``side x side`` patches of ``patch_dim`` values (with their (x, y)
+    ``image_position_ids``), its tokens between ``<boi>`` (96) and ``<eoi>`` (97), marked in ``mm_token_type_ids``."""
+    y, x = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
+    positions = torch.stack([x.flatten(), y.flatten()], dim=-1)
+
+    def pixel_positions(count: int) -> dict[str, Tensor]:
+        return {"image_position_ids": positions.expand(count, -1, -1).clone()}
+
+    def token_types(input_ids: Tensor) -> dict[str, Tensor]:
+        return {"mm_token_type_ids": (input_ids == IMAGE_TOKEN).long()}
+
+    return _one_image_model(model, (side * side, patch_dim), seed, before=[96], after=[97],
+                            pixel_extra=pixel_positions, token_extra=token_types)
+
+
+def tiny_gemma4(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """Gemma 4: a sliding-window layer with bidirectional attention inside each image, then a full-attention
+    (causal) layer; per-layer token embeddings feed every layer."""
+    from transformers import Gemma4Config, Gemma4ForConditionalGeneration
+
+    text = _text_config(num_key_value_heads=2, head_dim=8, global_head_dim=8, sliding_window=SLIDING_WINDOW,
+                        layer_types=["sliding_attention", "full_attention"], use_bidirectional_attention="vision",
+                        hidden_size_per_layer_input=8, vocab_size_per_layer_input=VOCAB)
+    config = Gemma4Config(text_config=text, vision_config=_gemma4_vision(), **_GEMMA4_SPECIAL_IDS)
+    return _gemma4_image_inputs(_build(Gemma4ForConditionalGeneration, config, seed), 4, 3 * 2 * 2, seed)
+def tiny_gemma4_unified(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """Gemma 4 unified: no vision tower; each 4 px patch (2 px patches merged 2x2) is projected into one image
+    token (an 8 px image: 4 tokens); a sliding-window and a full-attention layer, both bidirectional inside
+    each image."""
+    from transformers import Gemma4UnifiedConfig, Gemma4UnifiedForConditionalGeneration
+
+    text = _text_config(num_key_value_heads=2, head_dim=8, global_head_dim=8, sliding_window=SLIDING_WINDOW,
+                        layer_types=["sliding_attention", "full_attention"])
+    vision = dict(patch_size=2, pooling_kernel_size=2, mm_embed_dim=32, mm_posemb_size=16, output_proj_dims=32)
+    config = Gemma4UnifiedConfig(text_config=text, vision_config=vision, **_GEMMA4_SPECIAL_IDS)
+    model = _build(Gemma4UnifiedForConditionalGeneration, config, seed)
+    return _gemma4_image_inputs(model, 2, 3 * 4 * 4, seed)
 # --- group 3: builders above this line ---
 
 
@@ -468,6 +516,8 @@ TINY_FAMILIES: dict[str, Builder] = {
     "minicpmv4_7": tiny_minicpmv4_7,
     "lfm3_vl": tiny_lfm3_vl,
     "nemotron_h_omni": tiny_nemotron_h_omni,
+    "gemma4": tiny_gemma4,
+    "gemma4_unified": tiny_gemma4_unified,
     # --- group 3: rows above this line ---
     
     # --- group 4: rows above this line ---
