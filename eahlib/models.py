@@ -163,6 +163,10 @@ FAMILIES: tuple[ModelFamily, ...] = (
                 "model.language_model", "text_config", ("image_token_id", "video_token_id"), "google/gemma-4-12B-it",
                 notes="encoder-free (pixel patches projected straight to image tokens); sliding-window layers; "
                       "bidirectional inside each image in every layer"),
+    ModelFamily("apertus1p5", ("apertus1p5",), ("Apertus1p5ForConditionalGeneration",), "model.language_model",
+                "text_config", _IMAGE_IDS, "swiss-ai/Apertus-v1.5-8B",
+                notes="discrete image tokens: VQ codes embedded by the language model's own vocabulary at the image "
+                      "token positions"),
     # --- group 3: rows above this line ---
     
     # --- group 4: rows above this line ---

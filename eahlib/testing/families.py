@@ -482,6 +482,36 @@ def tiny_gemma4_unified(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
     config = Gemma4UnifiedConfig(text_config=text, vision_config=vision, **_GEMMA4_SPECIAL_IDS)
     model = _build(Gemma4UnifiedForConditionalGeneration, config, seed)
     return _gemma4_image_inputs(model, 2, 3 * 4 * 4, seed)
+def tiny_apertus1p5(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """Apertus 1.5: a VQ image tokenizer (8 px, one downsampling: a 4x4 grid of codes) whose codes, offset into the
+    vocabulary, are embedded by the language model's own embedding at the image tokens; the processor writes
+    ``<boi> 4 * 4 <wrapper>``, then the rows of image tokens separated by end-of-line tokens, then ``<eoi>``."""
+    from transformers import Apertus1p5Config, Apertus1p5ForConditionalGeneration
+
+    boi, four, times, wrapper, end_of_line, eoi = 90, 20, 21, 91, 92, 93
+    text = _text_config(num_key_value_heads=2) | {"max_position_embeddings": 8192}
+    vision = dict(codebook_size=4, embed_dim=8, latent_channels=32, base_channels=32, channel_multiplier=[1, 1],
+                  num_res_blocks=1, attn_resolutions=[], resolution=8)
+    audio = dict(num_filters=4, upsampling_ratios=[2, 2], hidden_size=16, codebook_size=4, codebook_dim=16,
+                 num_lstm_layers=1, decoder_hidden_size=16, decoder_intermediate_size=16, decoder_num_layers=1,
+                 decoder_attention_num_groups=4)
+    config = Apertus1p5Config(text_config=text, vision_config=vision, audio_config=audio, image_token_id=IMAGE_TOKEN,
+                              audio_token_id=97, image_token_offset=80, audio_token_offset=84)
+    model = _build(Apertus1p5ForConditionalGeneration, config, seed)
+    sizes = torch.tensor([[8, 8]])
+    with torch.no_grad():
+        codes = model.model.vision_tokenizer.encode(_seeded_images([[]], (3, 8, 8), seed)).image_tokens
+    rows, columns = codes.shape[1:]
+    lines = [*([IMAGE_TOKEN] * columns + [end_of_line]) * (rows - 1), *[IMAGE_TOKEN] * columns]
+    block = [boi, four, times, four, wrapper, *lines, eoi]
+
+    def make_inputs(prompts: Sequence[Sequence[int]]) -> dict[str, Tensor]:
+        batch = _left_pad([_expand_with(p, block) for p in prompts])
+        batch["pixel_values"] = _seeded_images(prompts, (3, 8, 8), seed)
+        batch["image_sizes"] = sizes.expand(len(prompts), -1).clone()
+        return batch
+
+    return model, make_inputs
 # --- group 3: builders above this line ---
 
 
@@ -518,6 +548,7 @@ TINY_FAMILIES: dict[str, Builder] = {
     "nemotron_h_omni": tiny_nemotron_h_omni,
     "gemma4": tiny_gemma4,
     "gemma4_unified": tiny_gemma4_unified,
+    "apertus1p5": tiny_apertus1p5,
     # --- group 3: rows above this line ---
     
     # --- group 4: rows above this line ---
