@@ -167,6 +167,10 @@ FAMILIES: tuple[ModelFamily, ...] = (
                 "text_config", _IMAGE_IDS, "swiss-ai/Apertus-v1.5-8B",
                 notes="discrete image tokens: VQ codes embedded by the language model's own vocabulary at the image "
                       "token positions"),
+    ModelFamily("deepseek_ocr2", ("deepseek_ocr2",), ("DeepseekOcr2ForConditionalGeneration",),
+                "model.language_model", "text_config", _IMAGE_IDS, "deepseek-community/DeepSeek-OCR-2",
+                notes="image tokens are learned queries of a vision encoder (144 or 256 per view) plus a view "
+                      "separator; MoE language model"),
     # --- group 3: rows above this line ---
     
     # --- group 4: rows above this line ---

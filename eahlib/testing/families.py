@@ -512,6 +512,21 @@ def tiny_apertus1p5(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
         return batch
 
     return model, make_inputs
+def tiny_deepseek_ocr2(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """DeepSeek-OCR 2: a SAM tower (16 px, downsampled to 2x2 patches) whose patches and 144 learned queries (the
+    checkpoint's fixed count for small images) go through a causal-query encoder; the queries and a view separator
+    are the 145 image tokens, read by a DeepSeek-MoE language model (a dense layer, then a sparse one)."""
+    from transformers import DeepseekOcr2Config, DeepseekOcr2ForConditionalGeneration
+
+    text = _text_config(num_key_value_heads=2, mlp_layer_types=["dense", "sparse"], n_routed_experts=4,
+                        n_shared_experts=1, num_experts_per_tok=2, moe_intermediate_size=16, n_group=1, topk_group=1)
+    sam = dict(hidden_size=32, output_channels=16, num_hidden_layers=2, num_attention_heads=4, image_size=16,
+               patch_size=2, window_size=4, global_attn_indexes=[1], mlp_dim=37, downsample_channels=[16, 32])
+    encoder = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+                   num_key_value_heads=2)
+    config = DeepseekOcr2Config(text_config=text, vision_config=dict(sam_config=sam, encoder_config=encoder),
+                                image_token_id=IMAGE_TOKEN)
+    return _one_image_model(_build(DeepseekOcr2ForConditionalGeneration, config, seed), (3, 16, 16), seed)
 # --- group 3: builders above this line ---
 
 
@@ -549,6 +564,7 @@ TINY_FAMILIES: dict[str, Builder] = {
     "gemma4": tiny_gemma4,
     "gemma4_unified": tiny_gemma4_unified,
     "apertus1p5": tiny_apertus1p5,
+    "deepseek_ocr2": tiny_deepseek_ocr2,
     # --- group 3: rows above this line ---
     
     # --- group 4: rows above this line ---
