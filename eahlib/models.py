@@ -171,6 +171,10 @@ FAMILIES: tuple[ModelFamily, ...] = (
                 "model.language_model", "text_config", _IMAGE_IDS, "deepseek-community/DeepSeek-OCR-2",
                 notes="image tokens are learned queries of a vision encoder (144 or 256 per view) plus a view "
                       "separator; MoE language model"),
+    ModelFamily("unlimited_ocr", ("unlimited_ocr",), ("UnlimitedOcrForConditionalGeneration",),
+                "model.language_model", "text_config", _IMAGE_IDS, "baidu/Unlimited-OCR",
+                notes="reference sliding windows: the whole prompt stays visible, only generated tokens slide; "
+                      "MoE language model"),
     # --- group 3: rows above this line ---
     
     # --- group 4: rows above this line ---

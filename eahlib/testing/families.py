@@ -527,6 +527,24 @@ def tiny_deepseek_ocr2(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
     config = DeepseekOcr2Config(text_config=text, vision_config=dict(sam_config=sam, encoder_config=encoder),
                                 image_token_id=IMAGE_TOKEN)
     return _one_image_model(_build(DeepseekOcr2ForConditionalGeneration, config, seed), (3, 16, 16), seed)
+def tiny_unlimited_ocr(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """Unlimited-OCR: a SAM tower (16 px, downsampled to 2x2) feeding a CLIP encoder; each row of the 2x2 global
+    view ends in a newline feature and a view separator follows (7 image tokens), read by a DeepSeek-MoE language
+    model (a dense layer, then a sparse one). The checkpoint's layers are reference-sliding-window layers, which
+    keep the whole prompt visible and slide over generated tokens only: at the prefill they are plain causal, so
+    the tiny model uses full-attention layers (the matrix demands that a sliding layer hide prompt tokens)."""
+    from transformers import UnlimitedOcrConfig, UnlimitedOcrForConditionalGeneration
+
+    text = _text_config(num_key_value_heads=2, mlp_layer_types=["dense", "sparse"], n_routed_experts=4,
+                        n_shared_experts=1, num_experts_per_tok=2, moe_intermediate_size=16, n_group=1, topk_group=1,
+                        sliding_window=SLIDING_WINDOW, layer_types=["full_attention", "full_attention"])
+    sam = dict(hidden_size=32, output_channels=16, num_hidden_layers=2, num_attention_heads=4, image_size=16,
+               patch_size=2, window_size=4, global_attn_indexes=[1], mlp_dim=37, downsample_channels=[16, 32])
+    encoder = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, image_size=4,
+                   patch_size=2)
+    config = UnlimitedOcrConfig(text_config=text, vision_config=dict(sam_config=sam, encoder_config=encoder),
+                                image_token_id=IMAGE_TOKEN)
+    return _one_image_model(_build(UnlimitedOcrForConditionalGeneration, config, seed), (3, 16, 16), seed)
 # --- group 3: builders above this line ---
 
 
@@ -565,6 +583,7 @@ TINY_FAMILIES: dict[str, Builder] = {
     "gemma4_unified": tiny_gemma4_unified,
     "apertus1p5": tiny_apertus1p5,
     "deepseek_ocr2": tiny_deepseek_ocr2,
+    "unlimited_ocr": tiny_unlimited_ocr,
     # --- group 3: rows above this line ---
     
     # --- group 4: rows above this line ---
