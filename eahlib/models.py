@@ -189,6 +189,18 @@ UNSERVED: tuple[UnservedFamily, ...] = (
     
     # --- group 2: rows above this line ---
     
+    UnservedFamily(("gemma3n",), ("Gemma3nForConditionalGeneration",),
+                   "the vision tower is timm's MobileNetV5 (transformers' TimmWrapperModel), and eahlib does not depend "
+                   "on timm (it pulls torchvision and a CUDA build of torch)"),
+    UnservedFamily(("t5gemma2",), ("T5Gemma2ForConditionalGeneration",),
+                   "encoder-decoder language model: the image tokens are in the encoder's sequence and the decoder "
+                   "reaches them only through cross-attention (merged with its self-attention) to encoder outputs, "
+                   "so the generated tokens have no image tokens of their own sequence to attend"),
+    UnservedFamily(("diffusion_gemma",), ("DiffusionGemmaForBlockDiffusion",),
+                   "block-diffusion model: an encoder reads the prompt (image tokens included) into a KV cache and a "
+                   "bidirectional decoder denoises a canvas of new tokens against it; its logits are per canvas "
+                   "position, not next-token predictions over the prompt, so there is no autoregressive decoding "
+                   "to steer"),
     # --- group 3: rows above this line ---
     
     # --- group 4: rows above this line ---

@@ -629,6 +629,57 @@ def _mllama_evidence() -> None:
 # --- group 2: evidence above this line ---
 
 
+def _gemma3n_evidence() -> None:
+    import importlib.metadata
+    import importlib.util
+    import re
+
+    from transformers import Gemma3nConfig, Gemma3nForConditionalGeneration
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
+
+    vision = Gemma3nConfig().vision_config
+    assert MODEL_MAPPING_NAMES[vision.model_type] == "TimmWrapperModel", "the vision tower is timm's, wrapped"
+    assert vision.architecture.startswith("mobilenetv5"), vision.architecture
+    requirements = [re.split(r"[\s;<>=!~\[]", r, maxsplit=1)[0] for r in importlib.metadata.requires("eahlib") or []]
+    assert "timm" not in requirements, "eahlib does not depend on timm"
+    if importlib.util.find_spec("timm") is None:
+        try:
+            _on_meta("gemma3n")
+        except ImportError as error:
+            assert "timm" in str(error), str(error)
+        else:
+            raise AssertionError("Gemma 3n was built without timm")
+    # model_family reads the class alone: an instance that was never built (that needs timm) will do
+    _refused(Gemma3nForConditionalGeneration.__new__(Gemma3nForConditionalGeneration), "timm")
+
+
+def _t5gemma2_evidence() -> None:
+    import inspect
+
+    model = _on_meta("t5gemma2")
+    assert model.config.is_encoder_decoder
+    assert model.model.encoder.vision_tower is not None, "images enter the encoder"
+    merged = [type(layer.self_attn) for layer in model.model.decoder.layers]
+    assert {cls.__name__ for cls in merged} == {"T5Gemma2MergedAttention"}
+    assert "encoder_hidden_states" in inspect.signature(merged[0].forward).parameters, "it attends encoder outputs"
+    _refused(model, "encoder-decoder")
+
+
+def _diffusion_gemma_evidence() -> None:
+    from transformers import DiffusionGemmaConfig, DiffusionGemmaForBlockDiffusion
+
+    text = _text_config(num_key_value_heads=2, head_dim=8, global_head_dim=8, sliding_window=SLIDING_WINDOW,
+                        layer_types=["sliding_attention", "full_attention"], final_logit_softcapping=30.0,
+                        num_experts=2, top_k_experts=1, moe_intermediate_size=16)
+    config = DiffusionGemmaConfig(text_config=text, vision_config=_gemma4_vision() | {"model_type": "gemma4_vision"},
+                                  image_token_id=IMAGE_TOKEN, boi_token_id=96, eoi_token_id=97, canvas_length=4)
+    model = _build(DiffusionGemmaForBlockDiffusion, config, 0)
+    prompt = torch.tensor([[BOS, 5, 6, 7, 8, 9, 10]])
+    with torch.no_grad():
+        logits = model(input_ids=prompt, attention_mask=torch.ones_like(prompt)).logits
+    assert logits.shape[1] == config.canvas_length != prompt.shape[1], "one row of logits per canvas position"
+    assert not any(layer.self_attn.is_causal for layer in model.model.decoder.layers), "the canvas is bidirectional"
+    _refused(model, "block-diffusion")
 # --- group 3: evidence above this line ---
 
 
@@ -641,6 +692,9 @@ UNSERVED_EVIDENCE: dict[str, Callable[[], None]] = {
     
     # --- group 2: rows above this line ---
     
+    "gemma3n": _gemma3n_evidence,
+    "t5gemma2": _t5gemma2_evidence,
+    "diffusion_gemma": _diffusion_gemma_evidence,
     # --- group 3: rows above this line ---
     
     # --- group 4: rows above this line ---
