@@ -114,7 +114,8 @@ FAMILIES: tuple[ModelFamily, ...] = (
     
     ModelFamily("janus", ("janus",), ("JanusForConditionalGeneration",), "model.language_model", "text_config",
                 _IMAGE_IDS, "deepseek-community/Janus-Pro-1B",
-                notes="unified understanding and image generation; the language model reads image features"),
+                notes="understanding reads SigLIP features at the image tokens; the VQ image-generation path is "
+                      "not involved"),
     ModelFamily("deepseek_vl", ("deepseek_vl",), ("DeepseekVLForConditionalGeneration",), "model.language_model",
                 "text_config", _IMAGE_IDS, "deepseek-community/deepseek-vl-1.3b-chat"),
     ModelFamily("deepseek_vl_hybrid", ("deepseek_vl_hybrid",), ("DeepseekVLHybridForConditionalGeneration",),
