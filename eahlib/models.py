@@ -34,6 +34,9 @@ class ModelFamily:
         checkpoint: a public checkpoint of the family, for documentation and examples.
         attention: attribute of a decoder layer holding its self-attention module; a layer without it
             (a hybrid model's convolution or recurrent layer) has no attention to study.
+        attention_types: class names of the self-attention modules, for hybrid models whose layers all hold
+            their mixer (attention, Mamba, MLP...) under the one ``attention`` attribute; a layer whose module
+            there is of another class has no attention. Empty: any module there is self-attention.
         auto_class: the ``transformers`` auto class that loads the family's checkpoints.
         notes: what is special about the family for eahlib (masks, layout), shown in the support matrix.
     """
@@ -46,6 +49,7 @@ class ModelFamily:
     image_token_attrs: tuple[str, ...]
     checkpoint: str
     attention: str = "self_attn"
+    attention_types: tuple[str, ...] = ()
     auto_class: str = "AutoModelForImageTextToText"
     notes: str = ""
 
@@ -89,11 +93,12 @@ FAMILIES: tuple[ModelFamily, ...] = (
                       "image_token_index are refused"),
     ModelFamily("idefics3", ("idefics3",), ("Idefics3ForConditionalGeneration",), "model.text_model",
                 "text_config", _IMAGE_IDS, "HuggingFaceM4/Idefics3-8B-Llama3",
-                notes="language model at model.text_model"),
+                notes="language model at model.text_model; SmolVLM v1 checkpoints (HuggingFaceTB/SmolVLM-256M-Instruct) "
+                      "are this class"),
     ModelFamily("smolvlm", ("smolvlm",), ("SmolVLMForConditionalGeneration",), "model.text_model", "text_config",
                 _IMAGE_IDS, "HuggingFaceTB/SmolVLM2-2.2B-Instruct", notes="language model at model.text_model"),
-    ModelFamily("gemma3", ("gemma3",), ("Gemma3ForConditionalGeneration",), "model.language_model", "text_config",
-                _IMAGE_IDS, "google/gemma-3-4b-it",
+    ModelFamily("gemma3", ("gemma3", "shieldgemma2"), ("Gemma3ForConditionalGeneration",), "model.language_model",
+                "text_config", _IMAGE_IDS, "google/gemma-3-4b-it",
                 notes="sliding-window layers (5 of every 6); bidirectional attention inside each image"),
     ModelFamily("paligemma", ("paligemma",), ("PaliGemmaForConditionalGeneration",), "model.language_model",
                 "text_config", _IMAGE_IDS, "google/paligemma2-3b-mix-224",
@@ -187,6 +192,70 @@ FAMILIES: tuple[ModelFamily, ...] = (
     
     # --- group 2: rows above this line ---
     
+    ModelFamily("janus", ("janus",), ("JanusForConditionalGeneration",), "model.language_model", "text_config",
+                _IMAGE_IDS, "deepseek-community/Janus-Pro-1B",
+                notes="understanding reads SigLIP features at the image tokens; the VQ image-generation path is "
+                      "not involved"),
+    ModelFamily("deepseek_vl", ("deepseek_vl",), ("DeepseekVLForConditionalGeneration",), "model.language_model",
+                "text_config", _IMAGE_IDS, "deepseek-community/deepseek-vl-1.3b-chat"),
+    ModelFamily("deepseek_vl_hybrid", ("deepseek_vl_hybrid",), ("DeepseekVLHybridForConditionalGeneration",),
+                "model.language_model", "text_config", _IMAGE_IDS, "deepseek-community/deepseek-vl-7b-chat",
+                notes="two vision towers (SigLIP low-res, SAM high-res) fused per image token"),
+    ModelFamily("ovis2", ("ovis2",), ("Ovis2ForConditionalGeneration",), "model.language_model", "text_config",
+                _IMAGE_IDS, "thisisiron/Ovis2-1B-hf",
+                notes="image tokens are mixtures of a visual embedding table; indicator tokens around them are not "
+                      "image tokens"),
+    ModelFamily("ovis2_5", ("ovis2_5",), ("Ovis2_5ForConditionalGeneration",), "model.language_model",
+                "text_config", ("image_token_id", "video_token_id"), "ovis-community/Ovis2.5-2B",
+                notes="native-resolution tower: the image-token count depends on the image size"),
+    ModelFamily("cosmos3_edge", ("cosmos3_edge",), ("Cosmos3EdgeForConditionalGeneration",), "model.language_model",
+                "text_config", ("image_token_id", "video_token_id"), "nvidia/Cosmos3-Edge",
+                notes="GQA, M-RoPE"),
+    ModelFamily("cosmos3_omni", ("cosmos3_omni",), ("Cosmos3OmniForConditionalGeneration",), "model.language_model",
+                "text_config", ("image_token_id", "video_token_id"), "nvidia/Cosmos3-Nano",
+                notes="Qwen3-VL layout: GQA, interleaved M-RoPE, deepstack image features added in early layers"),
+    ModelFamily("molmo2", ("molmo2",), ("Molmo2ForConditionalGeneration",), "model.language_model", "text_config",
+                _IMAGE_IDS, "allenai/Molmo2-8B",
+                notes="bidirectional attention over the whole image block (patches, column, start and end tokens); "
+                      "image id `image_patch_id`"),
+    ModelFamily("minicpmv4_6", ("minicpmv4_6",), ("MiniCPMV4_6ForConditionalGeneration",), "model.language_model",
+                "text_config", ("image_token_id", "video_token_id"), "openbmb/MiniCPM-V-4.6",
+                notes="hybrid language model (Qwen3.5: gated-delta-net linear-attention layers between attention layers)"),
+    ModelFamily("minicpm_ocr", ("minicpm_ocr",), ("MiniCPMOcrForConditionalGeneration",), "model.language_model",
+                "text_config", ("image_token_id", "video_token_id"), "openbmb/MiniCPM-OCR-1.0",
+                notes="hybrid language model (Qwen3.5: gated-delta-net linear-attention layers between attention layers)"),
+    ModelFamily("minicpmv4_7", ("minicpmv4_7",), ("MiniCPMV4_7ForConditionalGeneration",), "model.language_model",
+                "text_config", ("image_token_id", "video_token_id"), "openbmb/MiniCPM-V-4.7-1B",
+                notes="hybrid language model (Qwen3.5: gated-delta-net linear-attention layers between attention "
+                      "layers); M-RoPE over the image canvas"),
+    ModelFamily("lfm3_vl", ("lfm3_vl",), ("Lfm3VlForConditionalGeneration",), "model.language_model", "text_config",
+                ("image_token_id", "video_token_id"), "LiquidAI/LFM3-VL-2B",
+                notes="hybrid language model: short-convolution layers between full and sliding-window attention layers"),
+    ModelFamily("nemotron_h_omni", ("nemotron_h_omni",), ("NemotronH_Omni_Reasoning_V3",), "language_model",
+                "text_config", _IMAGE_IDS, "nvidia/Nemotron-3-Nano-Omni-30B-A3B-Reasoning-BF16",
+                attention="mixer", attention_types=("NemotronHAttention",),
+                notes="hybrid language model: Mamba-2, MoE and MLP blocks between attention blocks (every block's "
+                      "mixer is `mixer`); language model at the top"),
+    ModelFamily("gemma4", ("gemma4",), ("Gemma4ForConditionalGeneration",), "model.language_model", "text_config",
+                ("image_token_id", "video_token_id"), "google/gemma-4-e2b-it",
+                notes="sliding-window layers, bidirectional inside each image (use_bidirectional_attention='vision'); "
+                      "full-attention layers causal; per-layer token embeddings; KV-shared layers"),
+    ModelFamily("gemma4_unified", ("gemma4_unified",), ("Gemma4UnifiedForConditionalGeneration",),
+                "model.language_model", "text_config", ("image_token_id", "video_token_id"), "google/gemma-4-12B-it",
+                notes="encoder-free (pixel patches projected straight to image tokens); sliding-window layers; "
+                      "bidirectional inside each image in every layer"),
+    ModelFamily("apertus1p5", ("apertus1p5",), ("Apertus1p5ForConditionalGeneration",), "model.language_model",
+                "text_config", _IMAGE_IDS, "swiss-ai/Apertus-v1.5-8B",
+                notes="discrete image tokens: VQ codes embedded by the language model's own vocabulary at the image "
+                      "token positions"),
+    ModelFamily("deepseek_ocr2", ("deepseek_ocr2",), ("DeepseekOcr2ForConditionalGeneration",),
+                "model.language_model", "text_config", _IMAGE_IDS, "deepseek-community/DeepSeek-OCR-2",
+                notes="image tokens are learned queries of a vision encoder (144 or 256 per view) plus a view "
+                      "separator; MoE language model"),
+    ModelFamily("unlimited_ocr", ("unlimited_ocr",), ("UnlimitedOcrForConditionalGeneration",),
+                "model.language_model", "text_config", _IMAGE_IDS, "baidu/Unlimited-OCR",
+                notes="reference sliding windows: the whole prompt stays visible, only generated tokens slide; "
+                      "MoE language model"),
     # --- group 3: rows above this line ---
     
     ModelFamily("instructblipvideo", ("instructblipvideo",), ("InstructBlipVideoForConditionalGeneration",),
@@ -240,6 +309,18 @@ UNSERVED: tuple[UnservedFamily, ...] = (
     
     # --- group 2: rows above this line ---
     
+    UnservedFamily(("gemma3n",), ("Gemma3nForConditionalGeneration",),
+                   "the vision tower is timm's MobileNetV5 (transformers' TimmWrapperModel), and eahlib does not depend "
+                   "on timm (it pulls torchvision and a CUDA build of torch)"),
+    UnservedFamily(("t5gemma2",), ("T5Gemma2ForConditionalGeneration",),
+                   "encoder-decoder language model: the image tokens are in the encoder's sequence and the decoder "
+                   "reaches them only through cross-attention (merged with its self-attention) to encoder outputs, "
+                   "so the generated tokens have no image tokens of their own sequence to attend"),
+    UnservedFamily(("diffusion_gemma",), ("DiffusionGemmaForBlockDiffusion",),
+                   "block-diffusion model: an encoder reads the prompt (image tokens included) into a KV cache and a "
+                   "bidirectional decoder denoises a canvas of new tokens against it; its logits are per canvas "
+                   "position, not next-token predictions over the prompt, so there is no autoregressive decoding "
+                   "to steer"),
     # --- group 3: rows above this line ---
     
     UnservedFamily(("florence2", "pix2struct", "pp_formulanet", "udop", "vision-encoder-decoder"),
@@ -377,10 +458,18 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
     return decoder(model).layers
 
 
+def _self_attention(layer: nn.Module, family: ModelFamily) -> nn.Module | None:
+    """The decoder layer's self-attention module, or ``None`` (a hybrid model's convolution, recurrent or MLP layer)."""
+    module = getattr(layer, family.attention, None)
+    if module is None or (family.attention_types and type(module).__name__ not in family.attention_types):
+        return None
+    return module
+
+
 def attention_layers(model: nn.Module) -> list[int]:
     """Indices of the decoder layers that have self-attention (all of them, except in hybrid models)."""
-    name = model_family(model).attention
-    return [i for i, layer in enumerate(decoder_layers(model)) if getattr(layer, name, None) is not None]
+    family = model_family(model)
+    return [i for i, layer in enumerate(decoder_layers(model)) if _self_attention(layer, family) is not None]
 
 
 def attention_module(model: nn.Module, layer: int) -> nn.Module:
@@ -396,7 +485,7 @@ def attention_module(model: nn.Module, layer: int) -> nn.Module:
             f"layer={layer!r} is out of range: the language model has {len(layers)} decoder layers "
             f"(valid: 0..{len(layers) - 1})."
         )
-    attention = getattr(layers[layer], model_family(model).attention, None)
+    attention = _self_attention(layers[layer], model_family(model))
     if attention is None:
         raise ValueError(
             f"Decoder layer {layer % len(layers)} of {type(model).__name__} has no self-attention (a hybrid model's "

@@ -219,6 +219,20 @@ def test_a_layer_without_attention_is_refused_with_the_attention_layers() -> Non
     assert profile.layers == layers
 
 
+def test_a_hybrid_block_has_attention_only_when_its_mixer_is_an_attention_module() -> None:
+    """Nemotron-H keeps every block's mixer (Mamba-2 here, attention there) under the one attribute `mixer`:
+    the row's attention classes tell the attention blocks from the others."""
+    model, make_inputs = TINY_FAMILIES["nemotron_h_omni"](0)
+    blocks = eah.decoder_layers(model)
+    assert all(block.mixer is not None for block in blocks)
+    assert [block.block_type for block in blocks] == ["linear_attention", "full_attention"]
+    assert eah.models.attention_layers(model) == [1]
+    with pytest.raises(ValueError, match=r"Decoder layer 0 .* has no self-attention.*attention layers are \[1\]"):
+        eah.models.attention_module(model, 0)
+    profile = eah.sink_profile(model, relative_threshold=1.0, **make_inputs(PROMPTS))
+    assert profile.layers == [1]
+
+
 def test_an_unknown_model_of_the_standard_layout_warns_with_the_row_to_add() -> None:
     model, make_inputs = TINY_MODELS["llava"](0)
     subclass = type("NewVlmForConditionalGeneration", (type(model),), {})
