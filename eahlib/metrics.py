@@ -23,6 +23,10 @@ real tokens), so ``s[h, j] = sum_{i > j} A[h, i, j] / (N - 1 - j)`` and
 ``visibility`` is ``None``, bit for bit as before. Padding positions are neither queries nor keys, so
 left and right padding give the same numbers.
 
+In a layer with attention sinks (a learned extra logit per head, as gpt-oss has), rows sum to less than 1: the
+scores are the attention the real keys actually receive, while the uniform score assumes each row spreads its
+whole mass, so a head that parks mass in its sink shows fewer sinks at a given ``k``.
+
 A key is a sink of head ``h`` when its score exceeds a :class:`SinkCriterion`: an absolute
 threshold (``8e-4`` in the released code) or ``k`` times its uniform score. The *sink density* of
 a head is its number of image-token sinks.

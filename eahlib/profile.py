@@ -164,9 +164,12 @@ def sink_profile(
         hooks = {layer: _ProfileHook(tracker, normalizer) for layer in layer_ids}
         with layer_hooks(model, hooks):
             model(**inputs, use_cache=False)
-    missing = [layer for layer, hook in hooks.items() if len(hook.results) != 1]
-    if missing:
-        raise RuntimeError(f"Layers {missing} did not dispatch their attention through eahlib; cannot profile them.")
+    calls = {layer: len(hook.results) for layer, hook in hooks.items() if len(hook.results) != 1}
+    if calls:
+        raise RuntimeError(
+            f"A profile takes one attention map per layer, but these layers ran their attention this many times in "
+            f"one forward: {calls} (0: not through transformers' AttentionInterface; more than 1: a looped layer)."
+        )
     reductions = [hooks[layer].results[0] for layer in layer_ids]
     scores = torch.stack([r.scores for r in reductions])
     uniform = torch.stack([r.uniform for r in reductions])

@@ -59,3 +59,17 @@ def test_threshold_sweep_matches_separate_profiles(llava) -> None:
         assert sweep[sweep.k == k].density.tolist() == single.density.tolist()
     totals = sweep.groupby("k").density.sum()
     assert totals[1.0] >= totals[3.0]  # a higher bound never finds more sinks
+
+
+def test_a_layer_that_runs_its_attention_twice_is_refused(llava) -> None:
+    model, make_inputs = llava
+    layer = eah.decoder_layers(model)[1]
+    once = layer.forward
+
+    def looped(*args, **kwargs):
+        once(*args, **kwargs)
+        return once(*args, **kwargs)
+
+    layer.forward = looped
+    with pytest.raises(RuntimeError, match=r"this many times in one forward: \{1: 2\}"):
+        eah.sink_profile(model, relative_threshold=1.0, **make_inputs(PROMPTS))
