@@ -106,6 +106,18 @@ FAMILIES: tuple[ModelFamily, ...] = (
                 notes="no text sub-config (the top config is the language model's); image id under vision_config"),
     # --- group 1: rows above this line ---
     
+    ModelFamily("glm4v", ("glm4v",), ("Glm4vForConditionalGeneration",), "model.language_model", "text_config",
+                ("image_token_id",), "zai-org/GLM-4.1V-9B-Thinking",
+                notes="GQA, M-RoPE; video frames also use the image token"),
+    ModelFamily("glm46v", ("glm46v", "glmga"), ("Glm46VForConditionalGeneration",), "model.language_model",
+                "text_config", ("image_token_id",), "zai-org/GLM-4.6V",
+                notes="GQA, M-RoPE; video frames also use the image token; glmga: its own config, same model class"),
+    ModelFamily("glm4v_moe", ("glm4v_moe",), ("Glm4vMoeForConditionalGeneration",), "model.language_model",
+                "text_config", ("image_token_id",), "zai-org/GLM-4.5V",
+                notes="MoE language model, GQA, M-RoPE; video frames also use the image token"),
+    ModelFamily("glm_ocr", ("glm_ocr",), ("GlmOcrForConditionalGeneration",), "model.language_model",
+                "text_config", ("image_token_id",), "zai-org/GLM-OCR",
+                notes="GQA, M-RoPE; video frames also use the image token"),
     # --- group 2: rows above this line ---
     
     # --- group 3: rows above this line ---

@@ -152,6 +152,94 @@ def tiny_lfm2_vl(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
 # --- group 1: builders above this line ---
 
 
+def _patch_grid_model(
+    model: nn.Module,
+    seed: int,
+    before: Sequence[int],
+    after: Sequence[int],
+    grid: Sequence[int] = (1, 4, 4),
+    grid_key: str = "image_grid_thw",
+    token_types: bool = True,
+) -> tuple[nn.Module, InputBuilder]:
+    """A Qwen2-VL-style family: one image of ``grid`` (t, h, w) patches, fed as flattened patches
+    ``[patches, channels * temporal * patch**2]`` with its grid; the prompt holds ``before + n image tokens +
+    after`` (n asked of the model); ``mm_token_type_ids`` (1 on image tokens) drive the M-RoPE positions."""
+    vision = model.config.vision_config
+    patch_dim = vision.in_channels * getattr(vision, "temporal_patch_size", 1) * vision.patch_size**2
+    grids = torch.tensor([list(grid)])
+    patches = int(grids.prod())
+    n_image = _image_features(model, pixel_values=_seeded_images([[]], (patches, patch_dim), seed)[0],
+                              **{grid_key: grids})
+
+    def make_inputs(prompts: Sequence[Sequence[int]]) -> dict[str, Tensor]:
+        batch = _left_pad([_expand_with(p, [*before, *[IMAGE_TOKEN] * n_image, *after]) for p in prompts])
+        batch["pixel_values"] = _seeded_images(prompts, (patches, patch_dim), seed).flatten(0, 1)
+        batch[grid_key] = grids.expand(len(prompts), -1).clone()
+        if token_types:
+            batch["mm_token_type_ids"] = (batch["input_ids"] == IMAGE_TOKEN).int()
+        return batch
+
+    return model, make_inputs
+
+
+def _glm_vision(**extra: Any) -> dict[str, Any]:
+    return dict(depth=2, hidden_size=32, out_hidden_size=32, intermediate_size=64, num_heads=4, patch_size=2,
+                image_size=8, spatial_merge_size=2, temporal_patch_size=2, in_channels=3, **extra)
+
+
+def _glm_ids() -> dict[str, int]:
+    return dict(image_token_id=IMAGE_TOKEN, video_token_id=97, image_start_token_id=95, image_end_token_id=96,
+                video_start_token_id=93, video_end_token_id=94)
+
+
+def tiny_glm4v(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """GLM-4.1V: GQA, M-RoPE over image grids, a vision tower with 2x2 downsampling (16 patches: 4 tokens)."""
+    from transformers import Glm4vConfig, Glm4vForConditionalGeneration
+
+    config = Glm4vConfig(text_config=_glm_text(), vision_config=_glm_vision(), **_glm_ids())
+    return _patch_grid_model(_build(Glm4vForConditionalGeneration, config, seed), seed, [95], [96])
+
+
+def _glm_text(**extra: Any) -> dict[str, Any]:
+    return _text_config(num_key_value_heads=2, rope_parameters={"rope_type": "default", "mrope_section": [2, 1, 1]},
+                        **extra)
+
+
+def tiny_glm46v(seed: int = 0, config_cls: str = "Glm46VConfig") -> tuple[nn.Module, InputBuilder]:
+    """GLM-4.6V (and Glmga, its config on the same model class): GLM-4.1V's text and vision configs."""
+    import transformers
+    from transformers import Glm46VForConditionalGeneration
+
+    config = getattr(transformers, config_cls)(text_config=_glm_text() | {"model_type": "glm4v_text"},
+                                               vision_config=_glm_vision() | {"model_type": "glm4v_vision"},
+                                               **_glm_ids())
+    return _patch_grid_model(_build(Glm46VForConditionalGeneration, config, seed), seed, [95], [96])
+
+
+def tiny_glmga(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """Glmga: a config of its own, GLM-4.6V's model class."""
+    return tiny_glm46v(seed, "GlmgaConfig")
+
+
+def tiny_glm4v_moe(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """GLM-4.5V: GLM-4.1V with a mixture-of-experts language model (a dense first layer, then an MoE layer) and
+    half-rotary heads (head_dim 16: 8 rotary dims for the M-RoPE sections)."""
+    from transformers import Glm4vMoeConfig, Glm4vMoeForConditionalGeneration
+
+    text = _glm_text(head_dim=16, moe_intermediate_size=16, n_routed_experts=4, num_experts_per_tok=2, n_shared_experts=1,
+                     first_k_dense_replace=1)
+    config = Glm4vMoeConfig(text_config=text, vision_config=_glm_vision(), **_glm_ids())
+    return _patch_grid_model(_build(Glm4vMoeForConditionalGeneration, config, seed), seed, [95], [96])
+
+
+def tiny_glm_ocr(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """GLM-OCR: the GLM-4.1V layout at OCR size."""
+    from transformers import GlmOcrConfig, GlmOcrForConditionalGeneration
+
+    config = GlmOcrConfig(text_config=_glm_text(), vision_config=_glm_vision(), **_glm_ids())
+    return _patch_grid_model(_build(GlmOcrForConditionalGeneration, config, seed), seed, [95], [96])
+
+
 # --- group 2: builders above this line ---
 
 
@@ -172,6 +260,11 @@ TINY_FAMILIES: dict[str, Builder] = {
     "lfm2_vl": tiny_lfm2_vl,
     # --- group 1: rows above this line ---
     
+    "glm4v": tiny_glm4v,
+    "glm46v": tiny_glm46v,
+    "glmga": tiny_glmga,
+    "glm4v_moe": tiny_glm4v_moe,
+    "glm_ocr": tiny_glm_ocr,
     # --- group 2: rows above this line ---
     
     # --- group 3: rows above this line ---
