@@ -118,6 +118,19 @@ FAMILIES: tuple[ModelFamily, ...] = (
     ModelFamily("glm_ocr", ("glm_ocr",), ("GlmOcrForConditionalGeneration",), "model.language_model",
                 "text_config", ("image_token_id",), "zai-org/GLM-OCR",
                 notes="GQA, M-RoPE; video frames also use the image token"),
+    ModelFamily("qwen3_vl", ("qwen3_vl",), ("Qwen3VLForConditionalGeneration",), "model.language_model",
+                "text_config", ("image_token_id", "video_token_id"), "Qwen/Qwen3-VL-4B-Instruct",
+                notes="GQA, interleaved M-RoPE; DeepStack adds vision features to the first layers' hidden states"),
+    ModelFamily("qwen3_vl_moe", ("qwen3_vl_moe",), ("Qwen3VLMoeForConditionalGeneration",), "model.language_model",
+                "text_config", ("image_token_id", "video_token_id"), "Qwen/Qwen3-VL-30B-A3B-Instruct",
+                notes="MoE language model, GQA, interleaved M-RoPE, DeepStack"),
+    ModelFamily("qwen3_5", ("qwen3_5",), ("Qwen3_5ForConditionalGeneration",), "model.language_model",
+                "text_config", ("image_token_id", "video_token_id"), "Qwen/Qwen3.5-27B",
+                notes="hybrid language model: gated-delta-net (linear attention) layers between gated attention "
+                      "layers; M-RoPE"),
+    ModelFamily("qwen3_5_moe", ("qwen3_5_moe",), ("Qwen3_5MoeForConditionalGeneration",), "model.language_model",
+                "text_config", ("image_token_id", "video_token_id"), "Qwen/Qwen3.5-35B-A3B",
+                notes="hybrid MoE language model: gated-delta-net layers between gated attention layers; M-RoPE"),
     # --- group 2: rows above this line ---
     
     # --- group 3: rows above this line ---

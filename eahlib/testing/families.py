@@ -240,6 +240,68 @@ def tiny_glm_ocr(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
     return _patch_grid_model(_build(GlmOcrForConditionalGeneration, config, seed), seed, [95], [96])
 
 
+def _qwen3_vision(**extra: Any) -> dict[str, Any]:
+    return dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=4, patch_size=2, spatial_merge_size=2,
+                temporal_patch_size=2, in_channels=3, out_hidden_size=32, num_position_embeddings=16, **extra)
+
+
+def _qwen3_text(**extra: Any) -> dict[str, Any]:
+    """Qwen3-style text: GQA, head_dim 8, interleaved M-RoPE over 4 frequency pairs."""
+    rope = {"rope_type": "default", "mrope_section": [2, 1, 1], "mrope_interleaved": True}
+    return _text_config(num_key_value_heads=2, head_dim=8, rope_parameters=rope) | extra
+
+
+_QWEN_IDS = dict(image_token_id=IMAGE_TOKEN, video_token_id=97, vision_start_token_id=95, vision_end_token_id=96)
+
+
+def tiny_qwen3_vl(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """Qwen3-VL: GQA, interleaved M-RoPE, DeepStack (vision features of a middle block added to early layers)."""
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+    config = Qwen3VLConfig(text_config=_qwen3_text(), vision_config=_qwen3_vision(deepstack_visual_indexes=[0]),
+                           **_QWEN_IDS)
+    return _patch_grid_model(_build(Qwen3VLForConditionalGeneration, config, seed), seed, [95], [96])
+
+
+def tiny_qwen3_vl_moe(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """Qwen3-VL-MoE: Qwen3-VL with mixture-of-experts feed-forward layers."""
+    from transformers import Qwen3VLMoeConfig, Qwen3VLMoeForConditionalGeneration
+
+    text = _qwen3_text(moe_intermediate_size=16, num_experts=4, num_experts_per_tok=2)
+    config = Qwen3VLMoeConfig(text_config=text, vision_config=_qwen3_vision(deepstack_visual_indexes=[0]),
+                              **_QWEN_IDS)
+    return _patch_grid_model(_build(Qwen3VLMoeForConditionalGeneration, config, seed), seed, [95], [96])
+
+
+def _qwen3_5_text(**extra: Any) -> dict[str, Any]:
+    """Qwen3.5's hybrid text: a gated-delta-net (linear attention) layer, then a gated full-attention layer;
+    head_dim 16 with a quarter rotary (4 dims: 2 frequency pairs for the M-RoPE sections)."""
+    rope = {"rope_type": "default", "mrope_section": [1, 1, 0], "mrope_interleaved": True,
+            "partial_rotary_factor": 0.25}
+    return _text_config(num_key_value_heads=2, head_dim=16, rope_parameters=rope,
+                        layer_types=["linear_attention", "full_attention"], linear_conv_kernel_dim=2,
+                        linear_key_head_dim=8, linear_value_head_dim=8, linear_num_key_heads=2,
+                        linear_num_value_heads=4) | extra
+
+
+def tiny_qwen3_5(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """Qwen3.5: Qwen3-VL's vision tower, a hybrid language model (linear-attention layers between attention ones)."""
+    from transformers import Qwen3_5Config, Qwen3_5ForConditionalGeneration
+
+    config = Qwen3_5Config(text_config=_qwen3_5_text(), vision_config=_qwen3_vision(), **_QWEN_IDS)
+    return _patch_grid_model(_build(Qwen3_5ForConditionalGeneration, config, seed), seed, [95], [96])
+
+
+def tiny_qwen3_5_moe(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """Qwen3.5-MoE: Qwen3.5 with mixture-of-experts feed-forward layers."""
+    from transformers import Qwen3_5MoeConfig, Qwen3_5MoeForConditionalGeneration
+
+    text = _qwen3_5_text(moe_intermediate_size=16, shared_expert_intermediate_size=16, num_experts=4,
+                         num_experts_per_tok=2)
+    config = Qwen3_5MoeConfig(text_config=text, vision_config=_qwen3_vision(), **_QWEN_IDS)
+    return _patch_grid_model(_build(Qwen3_5MoeForConditionalGeneration, config, seed), seed, [95], [96])
+
+
 # --- group 2: builders above this line ---
 
 
@@ -265,6 +327,10 @@ TINY_FAMILIES: dict[str, Builder] = {
     "glmga": tiny_glmga,
     "glm4v_moe": tiny_glm4v_moe,
     "glm_ocr": tiny_glm_ocr,
+    "qwen3_vl": tiny_qwen3_vl,
+    "qwen3_vl_moe": tiny_qwen3_vl_moe,
+    "qwen3_5": tiny_qwen3_5,
+    "qwen3_5_moe": tiny_qwen3_5_moe,
     # --- group 2: rows above this line ---
     
     # --- group 3: rows above this line ---
