@@ -131,6 +131,16 @@ FAMILIES: tuple[ModelFamily, ...] = (
     ModelFamily("qwen3_5_moe", ("qwen3_5_moe",), ("Qwen3_5MoeForConditionalGeneration",), "model.language_model",
                 "text_config", ("image_token_id", "video_token_id"), "Qwen/Qwen3.5-35B-A3B",
                 notes="hybrid MoE language model: gated-delta-net layers between gated attention layers; M-RoPE"),
+    ModelFamily("qwen4_exp", ("qwen4_exp",), ("Qwen4ExpForConditionalGeneration",), "model.language_model",
+                "text_config", ("image_token_id", "video_token_id"), "Qwen/Qwen4-Exp",
+                notes="hybrid MoE language model: gated-delta-net layers between gated attention layers whose QSA "
+                      "indexer selects the keys each query sees (the layer's own mask); M-RoPE"),
+    ModelFamily("paddleocr_vl", ("paddleocr_vl",), ("PaddleOCRVLForConditionalGeneration",), "model.language_model",
+                "text_config", ("image_token_id",), "PaddlePaddle/PaddleOCR-VL",
+                notes="ERNIE-4.5 language model: GQA, M-RoPE"),
+    ModelFamily("video_llama_3", ("video_llama_3",), ("VideoLlama3ForConditionalGeneration",),
+                "model.language_model", "text_config", ("image_token_id", "video_token_id"),
+                "lkhl/VideoLLaMA3-2B-Image-HF", notes="Qwen2 language model fed embeddings only; GQA, 1-D RoPE"),
     # --- group 2: rows above this line ---
     
     # --- group 3: rows above this line ---

@@ -158,23 +158,29 @@ def _patch_grid_model(
     before: Sequence[int],
     after: Sequence[int],
     grid: Sequence[int] = (1, 4, 4),
+    patch_shape: Sequence[int] | None = None,
     grid_key: str = "image_grid_thw",
     token_types: bool = True,
+    pixel_extra: Callable[[int], Mapping[str, Tensor]] | None = None,
 ) -> tuple[nn.Module, InputBuilder]:
-    """A Qwen2-VL-style family: one image of ``grid`` (t, h, w) patches, fed as flattened patches
-    ``[patches, channels * temporal * patch**2]`` with its grid; the prompt holds ``before + n image tokens +
-    after`` (n asked of the model); ``mm_token_type_ids`` (1 on image tokens) drive the M-RoPE positions."""
-    vision = model.config.vision_config
-    patch_dim = vision.in_channels * getattr(vision, "temporal_patch_size", 1) * vision.patch_size**2
+    """A Qwen2-VL-style family: one image of ``grid`` (t, h, w) patches, fed as the patches of every image one
+    after the other, ``[patches, *patch_shape]`` (default: flattened, ``channels * temporal * patch**2``), with
+    its grid and ``pixel_extra(n_images)``; the prompt holds ``before + n image tokens + after`` (n asked of the
+    model); ``mm_token_type_ids`` (1 on image tokens) drive the M-RoPE positions."""
+    extra_pixels = pixel_extra or (lambda count: {})
+    if patch_shape is None:
+        vision = model.config.vision_config
+        patch_shape = (vision.in_channels * getattr(vision, "temporal_patch_size", 1) * vision.patch_size**2,)
     grids = torch.tensor([list(grid)])
-    patches = int(grids.prod())
-    n_image = _image_features(model, pixel_values=_seeded_images([[]], (patches, patch_dim), seed)[0],
-                              **{grid_key: grids})
+    shape = (int(grids.prod()), *patch_shape)
+    n_image = _image_features(model, pixel_values=_seeded_images([[]], shape, seed)[0], **{grid_key: grids},
+                              **extra_pixels(1))
 
     def make_inputs(prompts: Sequence[Sequence[int]]) -> dict[str, Tensor]:
         batch = _left_pad([_expand_with(p, [*before, *[IMAGE_TOKEN] * n_image, *after]) for p in prompts])
-        batch["pixel_values"] = _seeded_images(prompts, (patches, patch_dim), seed).flatten(0, 1)
+        batch["pixel_values"] = _seeded_images(prompts, shape, seed).flatten(0, 1)
         batch[grid_key] = grids.expand(len(prompts), -1).clone()
+        batch.update(extra_pixels(len(prompts)))
         if token_types:
             batch["mm_token_type_ids"] = (batch["input_ids"] == IMAGE_TOKEN).int()
         return batch
@@ -302,6 +308,34 @@ def tiny_qwen3_5_moe(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
     return _patch_grid_model(_build(Qwen3_5MoeForConditionalGeneration, config, seed), seed, [95], [96])
 
 
+def tiny_paddleocr_vl(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """PaddleOCR-VL: a NaViT SigLIP tower fed ``[patches, channels, patch, patch]``, 2x2 merging projector, an
+    ERNIE-4.5 language model with GQA and M-RoPE."""
+    from transformers import PaddleOCRVLConfig, PaddleOCRVLForConditionalGeneration
+
+    text = _text_config(num_key_value_heads=2, head_dim=8,
+                        rope_parameters={"rope_type": "default", "mrope_section": [2, 1, 1]})
+    vision = _siglip_vision() | {"spatial_merge_size": 2}
+    config = PaddleOCRVLConfig(text_config=text, vision_config=vision, **_QWEN_IDS)
+    model = _build(PaddleOCRVLForConditionalGeneration, config, seed)
+    return _patch_grid_model(model, seed, [95], [96], patch_shape=(3, 2, 2))
+
+
+def tiny_video_llama_3(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """VideoLLaMA 3: a NaViT SigLIP tower with a merge size per image, a Qwen2 language model (1-D RoPE)."""
+    from transformers import VideoLlama3Config, VideoLlama3ForConditionalGeneration
+
+    config = VideoLlama3Config(text_config=_text_config(num_key_value_heads=2) | {"model_type": "qwen2"},
+                               vision_config=_siglip_vision(), image_token_id=IMAGE_TOKEN, video_token_id=97)
+    model = _build(VideoLlama3ForConditionalGeneration, config, seed)
+
+    def merge_sizes(count: int) -> dict[str, Tensor]:
+        return {"image_merge_sizes": torch.full((count,), 2)}
+
+    return _patch_grid_model(model, seed, [], [], patch_shape=(3 * 2 * 2,), token_types=False,
+                             pixel_extra=merge_sizes)
+
+
 # --- group 2: builders above this line ---
 
 
@@ -331,6 +365,8 @@ TINY_FAMILIES: dict[str, Builder] = {
     "qwen3_vl_moe": tiny_qwen3_vl_moe,
     "qwen3_5": tiny_qwen3_5,
     "qwen3_5_moe": tiny_qwen3_5_moe,
+    "paddleocr_vl": tiny_paddleocr_vl,
+    "video_llama_3": tiny_video_llama_3,
     # --- group 2: rows above this line ---
     
     # --- group 3: rows above this line ---
