@@ -141,6 +141,10 @@ FAMILIES: tuple[ModelFamily, ...] = (
     ModelFamily("video_llama_3", ("video_llama_3",), ("VideoLlama3ForConditionalGeneration",),
                 "model.language_model", "text_config", ("image_token_id", "video_token_id"),
                 "lkhl/VideoLLaMA3-2B-Image-HF", notes="Qwen2 language model fed embeddings only; GQA, 1-D RoPE"),
+    ModelFamily("ernie4_5_vl_moe", ("ernie4_5_vl_moe",), ("Ernie4_5_VLMoeForConditionalGeneration",),
+                "model.language_model", "text_config", ("image_token_id", "video_token_id"),
+                "baidu/ERNIE-4.5-VL-28B-A3B-PT",
+                notes="MoE language model with separate text and vision experts; GQA, M-RoPE"),
     # --- group 2: rows above this line ---
     
     # --- group 3: rows above this line ---

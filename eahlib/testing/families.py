@@ -162,11 +162,13 @@ def _patch_grid_model(
     grid_key: str = "image_grid_thw",
     token_types: bool = True,
     pixel_extra: Callable[[int], Mapping[str, Tensor]] | None = None,
+    token_extra: Callable[[Tensor], Mapping[str, Tensor]] | None = None,
 ) -> tuple[nn.Module, InputBuilder]:
     """A Qwen2-VL-style family: one image of ``grid`` (t, h, w) patches, fed as the patches of every image one
     after the other, ``[patches, *patch_shape]`` (default: flattened, ``channels * temporal * patch**2``), with
     its grid and ``pixel_extra(n_images)``; the prompt holds ``before + n image tokens + after`` (n asked of the
-    model); ``mm_token_type_ids`` (1 on image tokens) drive the M-RoPE positions."""
+    model); ``mm_token_type_ids`` (1 on image tokens) drive the M-RoPE positions, ``token_extra(input_ids)``
+    adds other token inputs."""
     extra_pixels = pixel_extra or (lambda count: {})
     if patch_shape is None:
         vision = model.config.vision_config
@@ -183,6 +185,8 @@ def _patch_grid_model(
         batch.update(extra_pixels(len(prompts)))
         if token_types:
             batch["mm_token_type_ids"] = (batch["input_ids"] == IMAGE_TOKEN).int()
+        if token_extra is not None:
+            batch.update(token_extra(batch["input_ids"]))
         return batch
 
     return model, make_inputs
@@ -336,6 +340,26 @@ def tiny_video_llama_3(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
                              pixel_extra=merge_sizes)
 
 
+def tiny_ernie4_5_vl_moe(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """ERNIE-4.5-VL: a dense first layer, then an MoE layer with separate text and vision experts (routed by
+    ``moe_mm_token_type_ids``: image tokens and their start/end markers), GQA, M-RoPE."""
+    from transformers import Ernie4_5_VLMoeConfig, Ernie4_5_VLMoeForConditionalGeneration
+
+    text = _text_config(num_key_value_heads=2, rope_parameters={"rope_type": "default", "mrope_section": [1, 1, 2]},
+                        moe_intermediate_size=[16, 16], moe_k=2, moe_num_experts=4, moe_num_shared_experts=1)
+    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=4, patch_size=2, spatial_merge_size=2,
+                  temporal_merge_size=2, in_channels=3)
+    config = Ernie4_5_VLMoeConfig(text_config=text, vision_config=vision, image_start_token_id=95,
+                                  image_end_token_id=96, image_token_id=IMAGE_TOKEN, video_start_token_id=93,
+                                  video_end_token_id=94, video_token_id=97)
+    model = _build(Ernie4_5_VLMoeForConditionalGeneration, config, seed)
+
+    def moe_types(input_ids: Tensor) -> dict[str, Tensor]:
+        return {"moe_mm_token_type_ids": torch.isin(input_ids, torch.tensor([95, IMAGE_TOKEN, 96])).int()}
+
+    return _patch_grid_model(model, seed, [95], [96], token_extra=moe_types)
+
+
 # --- group 2: builders above this line ---
 
 
@@ -367,6 +391,7 @@ TINY_FAMILIES: dict[str, Builder] = {
     "qwen3_5_moe": tiny_qwen3_5_moe,
     "paddleocr_vl": tiny_paddleocr_vl,
     "video_llama_3": tiny_video_llama_3,
+    "ernie4_5_vl_moe": tiny_ernie4_5_vl_moe,
     # --- group 2: rows above this line ---
     
     # --- group 3: rows above this line ---
