@@ -145,6 +145,9 @@ FAMILIES: tuple[ModelFamily, ...] = (
                 "model.language_model", "text_config", ("image_token_id", "video_token_id"),
                 "baidu/ERNIE-4.5-VL-28B-A3B-PT",
                 notes="MoE language model with separate text and vision experts; GQA, M-RoPE"),
+    ModelFamily("hunyuan_vl", ("hunyuan_vl",), ("HunYuanVLForConditionalGeneration",), "model.language_model",
+                "text_config", ("image_token_id",), "tencent/HunyuanOCR",
+                notes="row separators and image boundaries are image tokens too; 4-axis M-RoPE"),
     # --- group 2: rows above this line ---
     
     # --- group 3: rows above this line ---

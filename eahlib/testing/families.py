@@ -360,6 +360,20 @@ def tiny_ernie4_5_vl_moe(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
     return _patch_grid_model(model, seed, [95], [96], token_extra=moe_types)
 
 
+def tiny_hunyuan_vl(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """HunyuanOCR: the image features include a separator after each row and two boundary features, all on
+    image tokens between ``<im_start>`` and ``<im_end>``; M-RoPE over (position, width, height, image index)."""
+    from transformers import HunYuanVLConfig, HunYuanVLForConditionalGeneration
+
+    text = _text_config(head_dim=8, rope_parameters={"rope_type": "default", "mrope_section": [1, 1, 1, 1]})
+    vision = _siglip_vision() | {"spatial_merge_size": 2, "out_hidden_size": 32, "max_image_size": 8,
+                                 "min_image_size": 4}
+    config = HunYuanVLConfig(text_config=text, vision_config=vision, image_token_id=IMAGE_TOKEN, im_start_id=95,
+                             im_end_id=96, im_newline_id=97)
+    model = _build(HunYuanVLForConditionalGeneration, config, seed)
+    return _patch_grid_model(model, seed, [95], [96], patch_shape=(3 * 2 * 2,))
+
+
 # --- group 2: builders above this line ---
 
 
@@ -392,6 +406,7 @@ TINY_FAMILIES: dict[str, Builder] = {
     "paddleocr_vl": tiny_paddleocr_vl,
     "video_llama_3": tiny_video_llama_3,
     "ernie4_5_vl_moe": tiny_ernie4_5_vl_moe,
+    "hunyuan_vl": tiny_hunyuan_vl,
     # --- group 2: rows above this line ---
     
     # --- group 3: rows above this line ---
