@@ -148,6 +148,18 @@ FAMILIES: tuple[ModelFamily, ...] = (
     ModelFamily("hunyuan_vl", ("hunyuan_vl",), ("HunYuanVLForConditionalGeneration",), "model.language_model",
                 "text_config", ("image_token_id",), "tencent/HunyuanOCR",
                 notes="row separators and image boundaries are image tokens too; 4-axis M-RoPE"),
+    ModelFamily("hy_v4_vl", ("hy_v4_vl",), ("HYV4VLForConditionalGeneration",), "model.language_model",
+                "text_config", ("image_token_id", "video_token_id"), "tencent/Hy4",
+                notes="MoE language model: MLA with a learned attention sink per head and a DSA top-k key "
+                      "selection; a separator image token ends each row; M-RoPE; eager attention only"),
+    ModelFamily("dots3_note", ("dots3_note",), ("Dots3NoteForConditionalGeneration",), "model.language_model",
+                "text_config", ("image_token_id", "video_token_id"), "dots-studio/dots3-note-prev",
+                notes="MoE language model: MLA with DSA top-k key selection, sliding-window MLA layers with their "
+                      "own head sizes (per_layer_config); gated attention output; audio tower unused"),
+    ModelFamily("exaone4_5", ("exaone4_5",), ("Exaone4_5_ForConditionalGeneration",), "model.language_model",
+                "text_config", ("image_token_id", "video_token_id"), "LGAI-EXAONE/EXAONE-4.5-33B",
+                notes="EXAONE 4 language model fed embeddings only: sliding-window layers (3 of every 4), GQA, "
+                      "1-D RoPE"),
     # --- group 2: rows above this line ---
     
     # --- group 3: rows above this line ---

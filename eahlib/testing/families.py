@@ -374,6 +374,64 @@ def tiny_hunyuan_vl(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
     return _patch_grid_model(model, seed, [95], [96], patch_shape=(3 * 2 * 2,))
 
 
+def tiny_exaone4_5(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """EXAONE 4.5: a Qwen2.5-VL-style windowed vision tower with GQA, an EXAONE 4 language model whose first
+    layer is a sliding-window layer; positions are 1-D (no M-RoPE)."""
+    from transformers import Exaone4_5_Config, Exaone4_5_ForConditionalGeneration
+
+    text = _text_config(num_key_value_heads=2, sliding_window=SLIDING_WINDOW,
+                        layer_types=["sliding_attention", "full_attention"]) | {"model_type": "exaone4"}
+    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=4, num_key_value_heads=2, patch_size=2,
+                  spatial_merge_size=2, temporal_patch_size=2, in_channels=3, window_size=8, out_hidden_size=32,
+                  fullatt_block_indexes=[1])
+    config = Exaone4_5_Config(text_config=text, vision_config=vision, image_token_id=IMAGE_TOKEN, video_token_id=97)
+    return _patch_grid_model(_build(Exaone4_5_ForConditionalGeneration, config, seed), seed, [], [],
+                             token_types=False)
+
+
+def tiny_hy_v4_vl(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """Hy4-VL: an MoE language model with MLA (4 rotary + 4 plain query/key dims), a learned attention-sink logit
+    per head and a DSA indexer picking the top ``index_topk`` keys (all of them at this prompt length); a
+    separator feature ends each row of image tokens. Weights drawn wider than the config's 0.006 so that
+    attention is not uniform."""
+    from transformers import HYV4VLConfig, HYV4VLForConditionalGeneration
+
+    text = _text_config(moe_intermediate_size=16, n_routed_experts=4, num_experts_per_tok=2, n_shared_experts=1,
+                        q_lora_rank=16, kv_lora_rank=16, qk_nope_head_dim=4, qk_rope_head_dim=4, v_head_dim=8,
+                        index_topk=64, index_head_dim=8, index_n_heads=2, hc_mult=2, initializer_range=0.1,
+                        rope_parameters={"rope_type": "default", "mrope_section": [1, 0, 1]})
+    vision = {k: v for k, v in _siglip_vision().items() if k != "image_size"}
+    vision |= {"spatial_merge_size": 2, "out_hidden_size": 32, "max_image_size": 8}
+    config = HYV4VLConfig(text_config=text, vision_config=vision, image_token_id=IMAGE_TOKEN, video_token_id=97)
+    model = _build(HYV4VLForConditionalGeneration, config, seed)
+    return _patch_grid_model(model, seed, [], [], patch_shape=(3 * 2 * 2,))
+
+
+def tiny_dots3_note(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """dots3-note: an MoE language model whose MLA layers are a DSA layer (top ``index_topk`` keys: all of them
+    here) and a sliding-window layer configured through ``per_layer_config`` (the ``swa_*`` keys); a NaViT tower
+    fed flattened patches; 1-D positions; the audio tower stays unused."""
+    from transformers import Dots3NoteConfig, Dots3NoteForConditionalGeneration
+
+    swa = dict(num_attention_heads=4, num_key_value_heads=4, q_lora_rank=16, kv_lora_rank=16, head_dim=8,
+               qk_nope_head_dim=4, v_head_dim=8)
+    text = _text_config(moe_intermediate_size=16, n_routed_experts=4, num_experts_per_tok=2, n_shared_experts=1,
+                        shared_experts_intermediate_size=16, q_lora_rank=16, kv_lora_rank=16, qk_nope_head_dim=4,
+                        qk_rope_head_dim=4, v_head_dim=8, head_dim=8, index_topk=64, index_head_dim=8,
+                        index_n_heads=2, sliding_window=SLIDING_WINDOW,
+                        layer_types=["indexed_attention", "sliding_attention"],
+                        **{f"swa_{key}": value for key, value in swa.items()})
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, patch_size=2,
+                  spatial_merge_size=2, adapter_in_dim=32, adapter_out_dim=32, adapter_merge_size=2,
+                  pyramid_num_routed=[-1, -1])
+    audio = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+                 adapter_input_size=32, adapter_out_dim=32, downsample_hidden_size=16)
+    config = Dots3NoteConfig(text_config=text, vision_config=vision, audio_config=audio, image_token_id=IMAGE_TOKEN,
+                             video_token_id=97, audio_token_id=96)
+    model = _build(Dots3NoteForConditionalGeneration, config, seed)
+    return _patch_grid_model(model, seed, [], [], patch_shape=(3 * 2 * 2,), token_types=False)
+
+
 # --- group 2: builders above this line ---
 
 
@@ -407,6 +465,9 @@ TINY_FAMILIES: dict[str, Builder] = {
     "video_llama_3": tiny_video_llama_3,
     "ernie4_5_vl_moe": tiny_ernie4_5_vl_moe,
     "hunyuan_vl": tiny_hunyuan_vl,
+    "exaone4_5": tiny_exaone4_5,
+    "hy_v4_vl": tiny_hy_v4_vl,
+    "dots3_note": tiny_dots3_note,
     # --- group 2: rows above this line ---
     
     # --- group 3: rows above this line ---
