@@ -160,6 +160,10 @@ FAMILIES: tuple[ModelFamily, ...] = (
                 "text_config", ("image_token_id", "video_token_id"), "LGAI-EXAONE/EXAONE-4.5-33B",
                 notes="EXAONE 4 language model fed embeddings only: sliding-window layers (3 of every 4), GQA, "
                       "1-D RoPE"),
+    ModelFamily("step3p7", ("step3p7",), ("Step3p7ForConditionalGeneration",), "model.language_model",
+                "text_config", ("image_token_id",), "stepfun-ai/Step-3.7-Flash",
+                notes="MoE language model fed embeddings only: sliding-window layers (their own head count via "
+                      "per_layer_config), head-gated attention output, GQA"),
     # --- group 2: rows above this line ---
     
     # --- group 3: rows above this line ---

@@ -432,6 +432,19 @@ def tiny_dots3_note(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
     return _patch_grid_model(model, seed, [], [], patch_shape=(3 * 2 * 2,), token_types=False)
 
 
+def tiny_step3p7(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """Step 3.7: a SigLIP-style tower with two stride-2 downsamplers (16 px, patch 2: 4 image tokens), an MoE
+    language model (a dense sliding-window layer, then a sparse full-attention layer) fed embeddings only."""
+    from transformers import Step3p7Config, Step3p7ForConditionalGeneration
+
+    text = _text_config(num_key_value_heads=2, head_dim=8, sliding_window=SLIDING_WINDOW,
+                        layer_types=["sliding_attention", "full_attention"], mlp_layer_types=["dense", "sparse"],
+                        moe_intermediate_size=16, n_routed_experts=4, num_experts_per_tok=2, share_expert_dim=16)
+    vision = _siglip_vision(16, 2) | {"max_position_embeddings": 64}
+    config = Step3p7Config(text_config=text, vision_config=vision, image_token_id=IMAGE_TOKEN)
+    return _one_image_model(_build(Step3p7ForConditionalGeneration, config, seed), (3, 16, 16), seed)
+
+
 # --- group 2: builders above this line ---
 
 
@@ -468,6 +481,7 @@ TINY_FAMILIES: dict[str, Builder] = {
     "exaone4_5": tiny_exaone4_5,
     "hy_v4_vl": tiny_hy_v4_vl,
     "dots3_note": tiny_dots3_note,
+    "step3p7": tiny_step3p7,
     # --- group 2: rows above this line ---
     
     # --- group 3: rows above this line ---
