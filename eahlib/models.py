@@ -164,6 +164,20 @@ FAMILIES: tuple[ModelFamily, ...] = (
                 "text_config", ("image_token_id",), "stepfun-ai/Step-3.7-Flash",
                 notes="MoE language model fed embeddings only: sliding-window layers (their own head count via "
                       "per_layer_config), head-gated attention output, GQA"),
+    ModelFamily("minimax_m3_vl", ("minimax_m3_vl",), ("MiniMaxM3SparseForConditionalGeneration",),
+                "model.language_model", "text_config", ("image_token_index", "video_token_index"),
+                "MiniMaxAI/MiniMax-M3",
+                notes="MoE language model: lightning-indexer block-sparse attention layers between full "
+                      "attention layers, GQA, partial RoPE"),
+    ModelFamily("qwen2_5_omni_thinker", ("qwen2_5_omni_thinker",), ("Qwen2_5OmniThinkerForConditionalGeneration",),
+                "model.language_model", "text_config", ("image_token_index", "video_token_index"),
+                "Qwen/Qwen2.5-Omni-7B",
+                notes="the thinker (text output) of Qwen2.5-Omni; GQA, M-RoPE; audio tower unused"),
+    ModelFamily("qwen3_omni_moe_thinker", ("qwen3_omni_moe_thinker",),
+                ("Qwen3OmniMoeThinkerForConditionalGeneration",), "model.language_model", "text_config",
+                ("image_token_id", "video_token_id"), "Qwen/Qwen3-Omni-30B-A3B-Instruct",
+                notes="the thinker (text output) of Qwen3-Omni: MoE language model, GQA, interleaved M-RoPE, "
+                      "DeepStack; audio tower unused"),
     # --- group 2: rows above this line ---
     
     # --- group 3: rows above this line ---

@@ -445,6 +445,72 @@ def tiny_step3p7(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
     return _one_image_model(_build(Step3p7ForConditionalGeneration, config, seed), (3, 16, 16), seed)
 
 
+def _omni_audio(**extra: Any) -> dict[str, Any]:
+    return dict(num_mel_bins=8, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=16, d_model=8,
+                output_dim=32, **extra)
+
+
+def tiny_qwen2_5_omni_thinker(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """Qwen2.5-Omni's thinker: Qwen2.5-VL's windowed vision tower and M-RoPE, a tiny unused audio tower. Its
+    M-RoPE reads ``vision_start_token_id``, a key the checkpoints' configs carry but the config class lacks."""
+    from transformers import Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration
+
+    text = _text_config(num_key_value_heads=2, rope_parameters={"rope_type": "default", "mrope_section": [2, 1, 1]})
+    vision = dict(depth=2, hidden_size=32, out_hidden_size=32, intermediate_size=64, num_heads=4, patch_size=2,
+                  spatial_merge_size=2, temporal_patch_size=2, in_channels=3, window_size=8, fullatt_block_indexes=[1])
+    config = Qwen2_5OmniThinkerConfig(text_config=text, vision_config=vision, audio_config=_omni_audio(),
+                                      image_token_index=IMAGE_TOKEN, video_token_index=97, audio_token_index=94,
+                                      vision_start_token_id=95)
+    model = _build(Qwen2_5OmniThinkerForConditionalGeneration, config, seed)
+    return _patch_grid_model(model, seed, [95], [96], token_types=False)
+
+
+def tiny_qwen3_omni_moe_thinker(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """Qwen3-Omni's thinker: Qwen3-VL's vision tower (DeepStack), an MoE language model with interleaved M-RoPE,
+    a tiny unused audio tower; ``vision_start_token_id`` as for Qwen2.5-Omni."""
+    from transformers import Qwen3OmniMoeThinkerConfig, Qwen3OmniMoeThinkerForConditionalGeneration
+
+    text = _qwen3_text(moe_intermediate_size=16, num_experts=4, num_experts_per_tok=2)
+    config = Qwen3OmniMoeThinkerConfig(text_config=text, vision_config=_qwen3_vision(deepstack_visual_indexes=[0]),
+                                       audio_config=_omni_audio(downsample_hidden_size=8),
+                                       image_token_id=IMAGE_TOKEN, video_token_id=97, audio_token_id=94,
+                                       vision_start_token_id=95)
+    model = _build(Qwen3OmniMoeThinkerForConditionalGeneration, config, seed)
+    return _patch_grid_model(model, seed, [95], [96], token_types=False)
+
+
+def tiny_minimax_m3_vl(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """MiniMax-M3: an MoE language model whose first layer is a lightning-indexer block-sparse layer (blocks of 2
+    keys, the top 64 blocks: every block at this prompt length) and whose second is full attention; GQA, partial
+    RoPE; a Qwen2.5-VL-style patch tower."""
+    from transformers import MiniMaxM3SparseForConditionalGeneration, MiniMaxM3VLConfig
+
+    text = _text_config(num_key_value_heads=2, head_dim=8, rotary_dim=4, dense_intermediate_size=64,
+                        shared_intermediate_size=16, num_local_experts=4, num_experts_per_tok=2,
+                        mlp_layer_types=["dense", "sparse"], layer_types=["minimax_m3_sparse", "full_attention"],
+                        index_n_heads=2, index_head_dim=8, index_block_size=2, index_topk_blocks=64)
+    vision = {k: v for k, v in _siglip_vision().items() if k != "image_size"}
+    vision |= {"temporal_patch_size": 2, "spatial_merge_size": 2}
+    config = MiniMaxM3VLConfig(text_config=text, vision_config=vision, image_token_index=IMAGE_TOKEN,
+                               video_token_index=97, projector_hidden_size=32)
+    model = _build(MiniMaxM3SparseForConditionalGeneration, config, seed)
+    return _patch_grid_model(model, seed, [], [], patch_shape=(3 * 2 * 2 * 2,), token_types=False)
+
+
+def tiny_qwen4_exp(seed: int = 0, indexer_budget: int = 64) -> tuple[nn.Module, InputBuilder]:
+    """Qwen4-Exp: Qwen3.5's hybrid layout (a gated-delta-net layer, then a gated attention layer) with MoE
+    feed-forward layers, 2 hyper-connection streams, and a QSA indexer that lets each query see the top
+    ``indexer_budget`` keys in blocks of 2 (every key at this prompt length by default)."""
+    from transformers import Qwen4ExpConfig, Qwen4ExpForConditionalGeneration
+
+    text = _qwen3_5_text(layer_types=["linear_attention", "indexed_attention"], moe_intermediate_size=16,
+                         shared_expert_intermediate_size=16, num_experts=4, num_experts_per_tok=2, hc_count=2,
+                         hc_lowrank=8, indexer_n_heads=2, indexer_kv_heads=1, indexer_head_dim=8,
+                         indexer_budget=indexer_budget, indexer_compress_ratio=2)
+    config = Qwen4ExpConfig(text_config=text, vision_config=_qwen3_vision(), **_QWEN_IDS)
+    return _patch_grid_model(_build(Qwen4ExpForConditionalGeneration, config, seed), seed, [95], [96])
+
+
 # --- group 2: builders above this line ---
 
 
@@ -482,6 +548,10 @@ TINY_FAMILIES: dict[str, Builder] = {
     "hy_v4_vl": tiny_hy_v4_vl,
     "dots3_note": tiny_dots3_note,
     "step3p7": tiny_step3p7,
+    "qwen2_5_omni_thinker": tiny_qwen2_5_omni_thinker,
+    "qwen3_omni_moe_thinker": tiny_qwen3_omni_moe_thinker,
+    "minimax_m3_vl": tiny_minimax_m3_vl,
+    "qwen4_exp": tiny_qwen4_exp,
     # --- group 2: rows above this line ---
     
     # --- group 3: rows above this line ---
