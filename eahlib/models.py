@@ -34,6 +34,8 @@ class ModelFamily:
         checkpoint: a public checkpoint of the family, for documentation and examples.
         attention: attribute of a decoder layer holding its self-attention module; a layer without it
             (a hybrid model's convolution or recurrent layer) has no attention to study.
+        linear_layer_types: values of the text config's ``layer_types`` whose layers keep a linear-attention
+            (recurrent) module at ``attention``; they count as layers without attention, like those above.
         auto_class: the ``transformers`` auto class that loads the family's checkpoints.
         notes: what is special about the family for eahlib (masks, layout), shown in the support matrix.
     """
@@ -46,6 +48,7 @@ class ModelFamily:
     image_token_attrs: tuple[str, ...]
     checkpoint: str
     attention: str = "self_attn"
+    linear_layer_types: tuple[str, ...] = ()
     auto_class: str = "AutoModelForImageTextToText"
     notes: str = ""
 
@@ -178,6 +181,10 @@ FAMILIES: tuple[ModelFamily, ...] = (
                 ("image_token_id", "video_token_id"), "Qwen/Qwen3-Omni-30B-A3B-Instruct",
                 notes="the thinker (text output) of Qwen3-Omni: MoE language model, GQA, interleaved M-RoPE, "
                       "DeepStack; audio tower unused"),
+    ModelFamily("glm5_next", ("glm5_next",), ("Glm5NextForConditionalGeneration",), "model.language_model",
+                "text_config", ("image_token_id",), "zai-org/GLM-5.3-Flash", linear_layer_types=("linear_attention",),
+                notes="hybrid MoE language model: KDA linear-attention layers (kept at self_attn) between NoPE MLA "
+                      "layers whose DSA indexer selects the keys each query sees (the layer's own mask)"),
     # --- group 2: rows above this line ---
     
     # --- group 3: rows above this line ---
@@ -290,10 +297,18 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
     return decoder(model).layers
 
 
+def _softmax_attention(model: nn.Module, index: int, layer: nn.Module) -> nn.Module | None:
+    """The self-attention module of decoder layer ``index``, or ``None`` where the layer has none."""
+    family = model_family(model)
+    attention = getattr(layer, family.attention, None)
+    if attention is None or not family.linear_layer_types:
+        return attention
+    return None if text_config(model).layer_types[index] in family.linear_layer_types else attention
+
+
 def attention_layers(model: nn.Module) -> list[int]:
     """Indices of the decoder layers that have self-attention (all of them, except in hybrid models)."""
-    name = model_family(model).attention
-    return [i for i, layer in enumerate(decoder_layers(model)) if getattr(layer, name, None) is not None]
+    return [i for i, layer in enumerate(decoder_layers(model)) if _softmax_attention(model, i, layer) is not None]
 
 
 def attention_module(model: nn.Module, layer: int) -> nn.Module:
@@ -301,7 +316,7 @@ def attention_module(model: nn.Module, layer: int) -> nn.Module:
 
     Raises:
         IndexError: ``layer`` is out of range.
-        ValueError: the layer has no self-attention (a hybrid model's convolution layer, say).
+        ValueError: the layer has no self-attention (a hybrid model's convolution or linear-attention layer).
     """
     layers = decoder_layers(model)
     if isinstance(layer, bool) or not isinstance(layer, int) or not -len(layers) <= layer < len(layers):
@@ -309,11 +324,12 @@ def attention_module(model: nn.Module, layer: int) -> nn.Module:
             f"layer={layer!r} is out of range: the language model has {len(layers)} decoder layers "
             f"(valid: 0..{len(layers) - 1})."
         )
-    attention = getattr(layers[layer], model_family(model).attention, None)
+    attention = _softmax_attention(model, layer % len(layers), layers[layer])
     if attention is None:
         raise ValueError(
             f"Decoder layer {layer % len(layers)} of {type(model).__name__} has no self-attention (a hybrid model's "
-            f"{type(layers[layer]).__name__} without attention); its attention layers are {attention_layers(model)}."
+            f"{type(layers[layer]).__name__} without softmax attention); its attention layers are "
+            f"{attention_layers(model)}."
         )
     return attention
 

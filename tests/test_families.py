@@ -127,6 +127,19 @@ def test_a_layer_without_attention_is_refused_with_the_attention_layers() -> Non
     assert profile.layers == layers
 
 
+def test_a_linear_attention_module_at_the_attention_attribute_is_not_an_attention_layer() -> None:
+    """GLM-5.3 keeps its KDA linear-attention modules at ``self_attn`` too; the row's ``linear_layer_types`` leaves
+    those layers out (their attention never reaches eahlib's attention function)."""
+    model, make_inputs = TINY_FAMILIES["glm5_next"](0)
+    assert all(hasattr(layer, "self_attn") for layer in eah.decoder_layers(model))
+    assert model.config.text_config.layer_types == ["linear_attention", "indexed_attention"]
+    assert eah.models.attention_layers(model) == [1]
+    with pytest.raises(ValueError, match=r"attention layers are \[1\]"):
+        eah.models.attention_module(model, 0)
+    profile = eah.sink_profile(model, relative_threshold=1.0, **make_inputs(PROMPTS))
+    assert profile.layers == [1]
+
+
 def test_an_unknown_model_of_the_standard_layout_warns_with_the_row_to_add() -> None:
     model, make_inputs = TINY_MODELS["llava"](0)
     subclass = type("NewVlmForConditionalGeneration", (type(model),), {})

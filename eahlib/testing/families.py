@@ -511,6 +511,22 @@ def tiny_qwen4_exp(seed: int = 0, indexer_budget: int = 64) -> tuple[nn.Module, 
     return _patch_grid_model(_build(Qwen4ExpForConditionalGeneration, config, seed), seed, [95], [96])
 
 
+def tiny_glm5_next(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+    """GLM-5.3: a hybrid MoE language model without positions in attention (NoPE): a KDA linear-attention layer
+    (kept at ``self_attn`` like the attention layers), then an MLA layer whose DSA indexer picks the top
+    ``index_topk`` keys in pools of 4 (every key at this prompt length); 2 hyper-connection streams."""
+    from transformers import Glm5NextConfig, Glm5NextForConditionalGeneration
+
+    text = _text_config(q_lora_rank=16, kv_lora_rank=16, qk_nope_head_dim=8, qk_rope_head_dim=0, v_head_dim=8,
+                        index_n_heads=2, index_head_dim=8, index_topk=64, index_kpool=4, linear_head_dim=8,
+                        linear_num_heads=4, hc_mult=2, layer_types=["linear_attention", "indexed_attention"],
+                        mlp_layer_types=["dense", "sparse"], indexer_types=["full", "full"], n_routed_experts=4,
+                        num_experts_per_tok=2, moe_intermediate_size=16, n_shared_experts=1)
+    config = Glm5NextConfig(text_config=text, vision_config=_glm_vision(projection_intermediate_size=64),
+                            **_glm_ids())
+    return _patch_grid_model(_build(Glm5NextForConditionalGeneration, config, seed), seed, [95], [96])
+
+
 # --- group 2: builders above this line ---
 
 
@@ -552,6 +568,7 @@ TINY_FAMILIES: dict[str, Builder] = {
     "qwen3_omni_moe_thinker": tiny_qwen3_omni_moe_thinker,
     "minimax_m3_vl": tiny_minimax_m3_vl,
     "qwen4_exp": tiny_qwen4_exp,
+    "glm5_next": tiny_glm5_next,
     # --- group 2: rows above this line ---
     
     # --- group 3: rows above this line ---
