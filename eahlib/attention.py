@@ -198,6 +198,38 @@ def visible_keys(attention_mask: Tensor | None, batch: int, query_length: int, k
     return visible.expand(batch, query_length, key_length)
 
 
+def _restrict_to_selected_keys(attention_mask: Tensor | None, indices: Tensor, key_length: int) -> Tensor:
+    """The layer's mask, restricted to the keys of a sparse-attention top-k selection.
+
+    DeepSeek-sparse-attention layers (Hy4, dots3) mask the keys their indexer did not select only under the
+    ``"eager"`` and ``"sdpa"`` implementations; under any other (eahlib's) they hand the selection over as
+    ``indices`` for a sparse kernel, and the mask alone would let every query see every earlier key.
+
+    Args:
+        attention_mask: bool (True = attend), additive float, or ``None`` (causal), ``[B, 1, q, k]``.
+        indices: ``[B, q, topk]`` the key positions each query reads; ``-1`` marks an empty slot.
+        key_length: ``k``.
+
+    Returns:
+        The mask with every unselected key masked (bool stays bool, float gets the dtype's minimum).
+    """
+    if indices.dim() != 3:
+        raise NotImplementedError(
+            f"Sparse-attention indices of shape {list(indices.shape)}: eahlib's attention reads the [batch, query, "
+            "top-k] selection of DeepSeek-sparse-attention layers only."
+        )
+    batch, query_length = indices.shape[:2]
+    slots = torch.where(indices >= 0, indices.long(), key_length)  # empty slots land in a dropped extra column
+    selected = torch.zeros(batch, query_length, key_length + 1, dtype=torch.bool, device=indices.device)
+    selected = selected.scatter(-1, slots, True)[..., :key_length].unsqueeze(1)
+    if attention_mask is None:
+        return visible_keys(None, batch, query_length, key_length, indices.device).unsqueeze(1) & selected
+    mask = attention_mask[..., :key_length]
+    if mask.dtype == torch.bool:
+        return mask & selected
+    return mask.masked_fill(~selected, torch.finfo(mask.dtype).min)
+
+
 def _explicit_attention(
     module: nn.Module,
     query: Tensor,
@@ -238,7 +270,10 @@ def _eahlib_attention(
     dropout: float = 0.0,
     **kwargs: Any,
 ) -> tuple[Tensor, Tensor | None]:
-    """The registered attention function: base implementation, or explicit probabilities + hooks."""
+    """The registered attention function: base implementation, or explicit probabilities + hooks (both under the
+    layer's own mask, sparse-attention key selections included)."""
+    if kwargs.get("indices") is not None:
+        attention_mask = _restrict_to_selected_keys(attention_mask, kwargs["indices"], key.shape[2])
     hooks = _LAYER_HOOKS.get(module, [])
     active = [h for h in hooks if h.wants_probabilities(query.shape[2] == key.shape[2])]
     if not active and base == "sdpa":

@@ -3,13 +3,15 @@ without attention, logit soft-capping and attention sinks, the generic fallback 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 
 import eahlib as eah
 from eahlib.models import FAMILIES, UNSERVED, family_of_model_type, model_family
 from eahlib.testing import IMAGE_TOKEN, TINY_MODELS, _clip_vision, _left_pad, _seeded_images, _text_config
-from eahlib.testing.families import TINY_FAMILIES, _siglip_vision
+from eahlib.testing.families import TINY_FAMILIES, _siglip_vision, tiny_dots3_note, tiny_hy_v4_vl
 from tests.conftest import PROMPTS
 
 EXPECTED_IMAGE_TOKENS = {"llava": 16, "qwen2_vl": 4, "qwen2_5_vl": 4, "instructblip": 4}
@@ -113,6 +115,23 @@ def test_explicit_attention_spreads_rows_over_per_head_sinks() -> None:
     probs = captured(model, batch, [1])[1]
     row_sums = probs.sum(-1)[batch["attention_mask"].bool()[:, None].expand(-1, 4, -1)]
     assert (row_sums < 1 - 1e-3).all()
+
+
+@pytest.mark.parametrize("builder", [tiny_hy_v4_vl, tiny_dots3_note])
+def test_attention_reads_only_the_keys_a_sparse_attention_layer_selected(builder: Callable[..., tuple]) -> None:
+    """DSA layers (Hy4: eager only; dots3: SDPA) mask the keys their indexer did not pick only under "eager"/"sdpa";
+    under eahlib's attention they pass the top-k selection as ``indices``, which must restrict every query (in the
+    explicit path and in the SDPA pass-through) just as the stock mask does."""
+    model, make_inputs = builder(0, index_topk=4)
+    inputs = make_inputs(PROMPTS)
+    real = inputs["attention_mask"].bool()
+    with torch.no_grad():
+        stock = model(**inputs).logits
+    with eah.enhance_attention_heads(model, layer=1, threshold=1e9), torch.no_grad():
+        explicit = model(**inputs).logits
+    torch.testing.assert_close(explicit[real], stock[real], rtol=1e-5, atol=1e-5)
+    seen = (captured(model, inputs, [0])[0] > 0).sum(-1).transpose(1, 2)[real]  # [real queries, heads]
+    assert int(seen.max()) == 4 and int(real.sum(-1).max()) > 4
 
 
 def test_a_layer_without_attention_is_refused_with_the_attention_layers() -> None:

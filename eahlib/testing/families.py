@@ -389,16 +389,16 @@ def tiny_exaone4_5(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
                              token_types=False)
 
 
-def tiny_hy_v4_vl(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+def tiny_hy_v4_vl(seed: int = 0, index_topk: int = 64) -> tuple[nn.Module, InputBuilder]:
     """Hy4-VL: an MoE language model with MLA (4 rotary + 4 plain query/key dims), a learned attention-sink logit
-    per head and a DSA indexer picking the top ``index_topk`` keys (all of them at this prompt length); a
+    per head and a DSA indexer picking the top ``index_topk`` keys (by default all of them at this prompt length); a
     separator feature ends each row of image tokens. Weights drawn wider than the config's 0.006 so that
     attention is not uniform."""
     from transformers import HYV4VLConfig, HYV4VLForConditionalGeneration
 
     text = _text_config(moe_intermediate_size=16, n_routed_experts=4, num_experts_per_tok=2, n_shared_experts=1,
                         q_lora_rank=16, kv_lora_rank=16, qk_nope_head_dim=4, qk_rope_head_dim=4, v_head_dim=8,
-                        index_topk=64, index_head_dim=8, index_n_heads=2, hc_mult=2, initializer_range=0.1,
+                        index_topk=index_topk, index_head_dim=8, index_n_heads=2, hc_mult=2, initializer_range=0.1,
                         rope_parameters={"rope_type": "default", "mrope_section": [1, 0, 1]})
     vision = {k: v for k, v in _siglip_vision().items() if k != "image_size"}
     vision |= {"spatial_merge_size": 2, "out_hidden_size": 32, "max_image_size": 8}
@@ -407,9 +407,9 @@ def tiny_hy_v4_vl(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
     return _patch_grid_model(model, seed, [], [], patch_shape=(3 * 2 * 2,))
 
 
-def tiny_dots3_note(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
-    """dots3-note: an MoE language model whose MLA layers are a DSA layer (top ``index_topk`` keys: all of them
-    here) and a sliding-window layer configured through ``per_layer_config`` (the ``swa_*`` keys); a NaViT tower
+def tiny_dots3_note(seed: int = 0, index_topk: int = 64) -> tuple[nn.Module, InputBuilder]:
+    """dots3-note: an MoE language model whose MLA layers are a DSA layer (top ``index_topk`` keys: by default all
+    of them at this prompt length) and a sliding-window layer configured through ``per_layer_config`` (the ``swa_*`` keys); a NaViT tower
     fed flattened patches; 1-D positions; the audio tower stays unused."""
     from transformers import Dots3NoteConfig, Dots3NoteForConditionalGeneration
 
@@ -417,7 +417,7 @@ def tiny_dots3_note(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
                qk_nope_head_dim=4, v_head_dim=8)
     text = _text_config(moe_intermediate_size=16, n_routed_experts=4, num_experts_per_tok=2, n_shared_experts=1,
                         shared_experts_intermediate_size=16, q_lora_rank=16, kv_lora_rank=16, qk_nope_head_dim=4,
-                        qk_rope_head_dim=4, v_head_dim=8, head_dim=8, index_topk=64, index_head_dim=8,
+                        qk_rope_head_dim=4, v_head_dim=8, head_dim=8, index_topk=index_topk, index_head_dim=8,
                         index_n_heads=2, sliding_window=SLIDING_WINDOW,
                         layer_types=["indexed_attention", "sliding_attention"],
                         **{f"swa_{key}": value for key, value in swa.items()})
