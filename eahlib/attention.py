@@ -56,6 +56,8 @@ class AttentionCall:
         visible: ``[B, q, k]`` bool, query ``i`` may attend key ``j`` under this layer's own mask
             (causal, sliding window, chunked, bidirectional blocks, padding).
         is_prefill: no cached keys (``q == k``): the call processes the whole sequence.
+        padding: ``[B, k]`` the padding mask the language model was called with (1 = real token), when a prompt
+            tracker (:func:`track_prompts`) saw it as one tensor of this length; ``None`` otherwise.
     """
 
     module: nn.Module
@@ -63,16 +65,21 @@ class AttentionCall:
     probs: Tensor | None
     visible: Tensor
     is_prefill: bool
+    padding: Tensor | None = None
 
     @property
     def real_keys(self) -> Tensor:
         """``[B, k]`` bool: at a prefill, the real (non-padding) tokens; at a decoding step, the real keys the
         new token can see (in a sliding-window layer, older tokens are out of its view).
 
-        A prefill reads them from the mask's diagonal: transformers masks a key for every query, itself
-        included, exactly when the padding mask marks it as padding, and a real token always sees itself.
-        One query's row would not do: in a sliding-window layer it hides the real tokens outside its window.
+        A prefill takes them from the language model's padding mask. Without one, it reads them from the mask's
+        diagonal: transformers masks a key for every query, itself included, exactly when the padding mask marks
+        it as padding, and a real token sees itself, except in a sparse-attention layer whose indexer may leave a
+        token's own key out. One query's row would not do: in a sliding-window layer it hides the real tokens
+        outside its window.
         """
+        if self.is_prefill and self.padding is not None:
+            return self.padding.to(self.visible.device).bool()
         if self.is_prefill:
             return self.visible.diagonal(dim1=-2, dim2=-1)
         return self.visible.any(-2)
@@ -230,6 +237,18 @@ def _restrict_to_selected_keys(attention_mask: Tensor | None, indices: Tensor, k
     return mask.masked_fill(~selected, torch.finfo(mask.dtype).min)
 
 
+_PADDING_SOURCES: weakref.WeakKeyDictionary[nn.Module, list[PromptTracker]] = weakref.WeakKeyDictionary()
+"""The prompt trackers watching the model of each attention module, innermost last (see :func:`track_prompts`)."""
+
+
+def _padding_of(module: nn.Module, batch: int, key_length: int) -> Tensor | None:
+    """The ``[B, k]`` padding mask the language model owning attention ``module`` was last called with, when a
+    prompt tracker saw one of this size."""
+    trackers = _PADDING_SOURCES.get(module)
+    padding = trackers[-1].padding if trackers else None
+    return padding if padding is not None and tuple(padding.shape) == (batch, key_length) else None
+
+
 def _explicit_attention(
     module: nn.Module,
     query: Tensor,
@@ -244,7 +263,7 @@ def _explicit_attention(
 ) -> tuple[Tensor, Tensor]:
     call = AttentionCall(module, attention_scores(module, query, key, attention_mask, scaling, softcap), None,
                          visible_keys(attention_mask, query.shape[0], query.shape[2], key.shape[2], query.device),
-                         query.shape[2] == key.shape[2])
+                         query.shape[2] == key.shape[2], _padding_of(module, query.shape[0], key.shape[2]))
     for hook in hooks:
         call.scores = hook.adjust_scores(call)
     call.probs = attention_probabilities(call.scores, sinks)
@@ -435,10 +454,13 @@ class PromptTracker:
     prompt themselves and may replace image-token ids before the embedding lookup, as Gemma 3 does for ids
     outside the vocabulary); or the ids of the last input-embedding call (``generate`` paths that pass
     ``inputs_embeds`` on, as InstructBLIP's). ``input_ids`` is ``None`` when a forward came with embeddings only.
+    ``padding`` is the language model's ``[B, N]`` padding mask (``None`` when it came in another form, such as
+    Gemma 3's per-layer-type masks); the hooked attention calls take their real tokens from it.
     """
 
     model: nn.Module
     input_ids: Tensor | None = None
+    padding: Tensor | None = None
     _pending: Tensor | None = None
     _outer: Tensor | None = None
 
@@ -455,6 +477,8 @@ class PromptTracker:
     def saw_decoder_call(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         ids = kwargs.get("input_ids", args[0] if args else None)
         embeds = kwargs.get("inputs_embeds")
+        mask = kwargs.get("attention_mask")
+        self.padding = mask if isinstance(mask, Tensor) and mask.dim() == 2 else None
         pending, self._pending = self._pending, None
         if ids is None and embeds is not None:
             for candidate in (self._outer, pending):
@@ -480,15 +504,25 @@ class PromptTracker:
 
 @contextlib.contextmanager
 def track_prompts(model: nn.Module) -> Iterator[PromptTracker]:
-    """Keep a :class:`PromptTracker` current while the block runs (hooks removed on exit)."""
+    """Keep a :class:`PromptTracker` current while the block runs (hooks removed on exit); the model's attention
+    calls read their padding mask from it."""
     tracker = PromptTracker(model)
     handles = []
+    modules = [attention_module(model, layer) for layer in attention_layers(model)]
     try:
         handles.append(model.register_forward_pre_hook(tracker.saw_model_call, with_kwargs=True))
         handles.append(model.register_forward_hook(tracker.left_model_call))
         handles.append(model.get_input_embeddings().register_forward_pre_hook(tracker.saw_embedding_call))
         handles.append(decoder(model).register_forward_pre_hook(tracker.saw_decoder_call, with_kwargs=True))
+        for module in modules:
+            _PADDING_SOURCES.setdefault(module, []).append(tracker)
         yield tracker
     finally:
         for handle in handles:
             handle.remove()
+        for module in modules:
+            trackers = [t for t in _PADDING_SOURCES.get(module, []) if t is not tracker]
+            if trackers:
+                _PADDING_SOURCES[module] = trackers
+            else:
+                _PADDING_SOURCES.pop(module, None)

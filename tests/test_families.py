@@ -9,10 +9,12 @@ import pytest
 import torch
 
 import eahlib as eah
+from eahlib.attention import _PADDING_SOURCES
 from eahlib.models import FAMILIES, UNSERVED, family_of_model_type, model_family
 from eahlib.testing import IMAGE_TOKEN, TINY_MODELS, _clip_vision, _left_pad, _seeded_images, _text_config
-from eahlib.testing.families import TINY_FAMILIES, _siglip_vision, tiny_dots3_note, tiny_hy_v4_vl
+from eahlib.testing.families import TINY_FAMILIES, _siglip_vision, tiny_dots3_note, tiny_hy_v4_vl, tiny_qwen4_exp
 from tests.conftest import PROMPTS
+from tests.test_support_matrix import independent_density
 
 EXPECTED_IMAGE_TOKENS = {"llava": 16, "qwen2_vl": 4, "qwen2_5_vl": 4, "instructblip": 4}
 """Image tokens per prompt of the tiny builders: 8 px / patch 2 (LLaVA), a 4x4 grid merged 2x2
@@ -132,6 +134,34 @@ def test_attention_reads_only_the_keys_a_sparse_attention_layer_selected(builder
     torch.testing.assert_close(explicit[real], stock[real], rtol=1e-5, atol=1e-5)
     seen = (captured(model, inputs, [0])[0] > 0).sum(-1).transpose(1, 2)[real]  # [real queries, heads]
     assert int(seen.max()) == 4 and int(real.sum(-1).max()) > 4
+
+
+@pytest.mark.parametrize(("builder", "sparsity"), [(tiny_qwen4_exp, {"indexer_budget": 4}),
+                                                   (tiny_hy_v4_vl, {"index_topk": 4})])
+def test_sparse_attention_layers_take_the_real_tokens_from_the_padding_mask(
+    builder: Callable[..., tuple], sparsity: dict[str, int]
+) -> None:
+    """A sparse-attention indexer (Qwen4-Exp's QSA, Hy4's DSA) may leave a token's own key out of its selection, so
+    the mask's diagonal no longer tells the real tokens: the sinks of the profile and of EAH must still equal the
+    count over the padding mask's real tokens."""
+    model, make_inputs = builder(0, **sparsity)
+    inputs = make_inputs(PROMPTS)
+    real, image = inputs["attention_mask"].bool(), eah.image_token_mask(model, inputs["input_ids"])
+    layers = eah.models.attention_layers(model)
+    probs = captured(model, inputs, layers)
+    profile = eah.sink_profile(model, relative_threshold=1.0, **inputs)
+    blind = [bool((real & ~(probs[layer].diagonal(dim1=-2, dim2=-1) > 0).any(1)).any()) for layer in layers]
+    assert any(blind), "some real token does not see itself"
+    for row, layer in enumerate(layers):
+        want = torch.from_numpy(independent_density(probs[layer], real, image, 1.0))
+        assert torch.equal(profile.density[row], want), f"layer {layer}"
+    assert int(profile.density.sum()) > 0
+    with eah.enhance_attention_heads(model, layer=layers[-1], relative_threshold=1.0) as enhanced, torch.no_grad():
+        model(**inputs)
+    assert torch.equal(enhanced.densities[0], profile.density[-1])
+    with pytest.raises(RuntimeError, match="body"), eah.enhance_attention_heads(model, layer=layers[-1]):
+        raise RuntimeError("body")
+    assert not any(eah.models.attention_module(model, layer) in _PADDING_SOURCES for layer in layers)
 
 
 def test_a_layer_without_attention_is_refused_with_the_attention_layers() -> None:

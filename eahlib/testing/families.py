@@ -409,8 +409,8 @@ def tiny_hy_v4_vl(seed: int = 0, index_topk: int = 64) -> tuple[nn.Module, Input
 
 def tiny_dots3_note(seed: int = 0, index_topk: int = 64) -> tuple[nn.Module, InputBuilder]:
     """dots3-note: an MoE language model whose MLA layers are a DSA layer (top ``index_topk`` keys: by default all
-    of them at this prompt length) and a sliding-window layer configured through ``per_layer_config`` (the ``swa_*`` keys); a NaViT tower
-    fed flattened patches; 1-D positions; the audio tower stays unused."""
+    of them at this prompt length) and a sliding-window layer configured through ``per_layer_config`` (the
+    ``swa_*`` keys); a NaViT tower fed flattened patches; 1-D positions; the audio tower stays unused."""
     from transformers import Dots3NoteConfig, Dots3NoteForConditionalGeneration
 
     swa = dict(num_attention_heads=4, num_key_value_heads=4, q_lora_rank=16, kv_lora_rank=16, head_dim=8,
