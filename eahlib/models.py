@@ -170,8 +170,9 @@ FAMILIES: tuple[ModelFamily, ...] = (
     ModelFamily("minimax_m3_vl", ("minimax_m3_vl",), ("MiniMaxM3SparseForConditionalGeneration",),
                 "model.language_model", "text_config", ("image_token_index", "video_token_index"),
                 "MiniMaxAI/MiniMax-M3",
-                notes="MoE language model: lightning-indexer block-sparse attention layers between full "
-                      "attention layers, GQA, partial RoPE"),
+                notes="MoE language model: lightning-indexer block-sparse layers between full attention layers, "
+                      "GQA, partial RoPE; the block selection is applied under eager/SDPA only, so eahlib's "
+                      "attention is exact up to index_topk_blocks x index_block_size keys (2048 in the checkpoint)"),
     ModelFamily("qwen2_5_omni_thinker", ("qwen2_5_omni_thinker",), ("Qwen2_5OmniThinkerForConditionalGeneration",),
                 "model.language_model", "text_config", ("image_token_index", "video_token_index"),
                 "Qwen/Qwen2.5-Omni-7B",
@@ -334,9 +335,13 @@ def attention_module(model: nn.Module, layer: int) -> nn.Module:
     return attention
 
 
-def head_count(model: nn.Module) -> int:
-    """Number of attention (query) heads per language-model layer."""
-    return int(text_config(model).num_attention_heads)
+def head_count(model: nn.Module, layer: int | None = None) -> int:
+    """Number of attention (query) heads of language-model layer ``layer``; without one, the most heads of any
+    attention layer (layers differ where the config has per-layer overrides, as dots3's sliding-window layers)."""
+    layers = text_config(model).per_layer_config
+    if layer is not None:
+        return int(layers[layer].num_attention_heads)
+    return max(int(layers[i].num_attention_heads) for i in attention_layers(model))
 
 
 def image_token_ids(model: nn.Module) -> list[int]:

@@ -164,6 +164,43 @@ def test_sparse_attention_layers_take_the_real_tokens_from_the_padding_mask(
     assert not any(eah.models.attention_module(model, layer) in _PADDING_SOURCES for layer in layers)
 
 
+def test_layers_of_different_head_counts_are_profiled_one_head_count_at_a_time() -> None:
+    """dots3's sliding-window layers have their own head count (64 against 128 in the checkpoint): the profile
+    says so instead of failing to stack them; each group profiles, and EAH works on either."""
+    model, make_inputs = tiny_dots3_note(0, sliding_heads=2)
+    inputs = make_inputs(PROMPTS)
+    with pytest.raises(ValueError, match=r"different head counts \(\{0: 4, 1: 2\}.*layers=, e.g. \[0\]"):
+        eah.sink_profile(model, relative_threshold=1.0, **inputs)
+    for layer, heads in ((0, 4), (1, 2)):
+        profile = eah.sink_profile(model, relative_threshold=1.0, layers=[layer], **inputs)
+        assert profile.density.shape == (1, len(PROMPTS), heads)
+        with eah.enhance_attention_heads(model, layer=layer, relative_threshold=1.0) as enhanced, torch.no_grad():
+            model(**inputs)
+        assert torch.equal(enhanced.densities[0], profile.density[0])
+        assert eah.head_count(model, layer) == heads
+        with pytest.raises(ValueError, match=rf"indices in 0..{heads - 1}"), eah.ablate_heads(model, {layer: [heads]}):
+            pass
+    assert eah.head_count(model) == 4
+
+
+def test_head_ablation_splits_the_output_projection_into_value_heads() -> None:
+    """MLA (Hy4): the output projection reads one ``v_head_dim`` value vector per head (not ``head_dim``, the rotary
+    part of a query): ablating head 1 equals zeroing its columns of ``o_proj``."""
+    model, make_inputs = tiny_hy_v4_vl(0)
+    inputs = make_inputs(PROMPTS)
+    projection = eah.models.attention_module(model, 0).o_proj
+    width = model.config.text_config.v_head_dim
+    assert width != model.config.text_config.head_dim and projection.in_features == 4 * width
+    with eah.ablate_heads(model, {0: [1]}), torch.no_grad():
+        ablated = model(**inputs).logits
+    saved = projection.weight.detach().clone()
+    with torch.no_grad():
+        projection.weight[:, width : 2 * width] = 0
+        manual = model(**inputs).logits
+        projection.weight.copy_(saved)
+    torch.testing.assert_close(ablated, manual)
+
+
 def test_a_layer_without_attention_is_refused_with_the_attention_layers() -> None:
     model, make_inputs = TINY_FAMILIES["lfm2_vl"](0)
     layers = eah.models.attention_layers(model)

@@ -407,14 +407,15 @@ def tiny_hy_v4_vl(seed: int = 0, index_topk: int = 64) -> tuple[nn.Module, Input
     return _patch_grid_model(model, seed, [], [], patch_shape=(3 * 2 * 2,))
 
 
-def tiny_dots3_note(seed: int = 0, index_topk: int = 64) -> tuple[nn.Module, InputBuilder]:
+def tiny_dots3_note(seed: int = 0, index_topk: int = 64, sliding_heads: int = 4) -> tuple[nn.Module, InputBuilder]:
     """dots3-note: an MoE language model whose MLA layers are a DSA layer (top ``index_topk`` keys: by default all
-    of them at this prompt length) and a sliding-window layer configured through ``per_layer_config`` (the
-    ``swa_*`` keys); a NaViT tower fed flattened patches; 1-D positions; the audio tower stays unused."""
+    of them at this prompt length) and a sliding-window layer of ``sliding_heads`` heads configured through
+    ``per_layer_config`` (the ``swa_*`` keys); a NaViT tower fed flattened patches; 1-D positions; the audio
+    tower stays unused."""
     from transformers import Dots3NoteConfig, Dots3NoteForConditionalGeneration
 
-    swa = dict(num_attention_heads=4, num_key_value_heads=4, q_lora_rank=16, kv_lora_rank=16, head_dim=8,
-               qk_nope_head_dim=4, v_head_dim=8)
+    swa = dict(num_attention_heads=sliding_heads, num_key_value_heads=sliding_heads, q_lora_rank=16, kv_lora_rank=16,
+               head_dim=8, qk_nope_head_dim=4, v_head_dim=8)
     text = _text_config(moe_intermediate_size=16, n_routed_experts=4, num_experts_per_tok=2, n_shared_experts=1,
                         shared_experts_intermediate_size=16, q_lora_rank=16, kv_lora_rank=16, qk_nope_head_dim=4,
                         qk_rope_head_dim=4, v_head_dim=8, head_dim=8, index_topk=index_topk, index_head_dim=8,
