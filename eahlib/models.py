@@ -158,15 +158,15 @@ FAMILIES: tuple[ModelFamily, ...] = (
     ModelFamily("dots3_note", ("dots3_note",), ("Dots3NoteForConditionalGeneration",), "model.language_model",
                 "text_config", ("image_token_id", "video_token_id"), "dots-studio/dots3-note-prev",
                 notes="MoE language model: MLA with DSA top-k key selection, sliding-window MLA layers with their "
-                      "own head sizes (per_layer_config); gated attention output; audio tower unused"),
+                      "own head count (per_layer_config: profile them apart with layers=); gated attention output"),
     ModelFamily("exaone4_5", ("exaone4_5",), ("Exaone4_5_ForConditionalGeneration",), "model.language_model",
                 "text_config", ("image_token_id", "video_token_id"), "LGAI-EXAONE/EXAONE-4.5-33B",
                 notes="EXAONE 4 language model fed embeddings only: sliding-window layers (3 of every 4), GQA, "
                       "1-D RoPE"),
     ModelFamily("step3p7", ("step3p7",), ("Step3p7ForConditionalGeneration",), "model.language_model",
                 "text_config", ("image_token_id",), "stepfun-ai/Step-3.7-Flash",
-                notes="MoE language model fed embeddings only: sliding-window layers (their own head count via "
-                      "per_layer_config), head-gated attention output, GQA"),
+                notes="MoE language model fed embeddings only: sliding-window layers (a head count of their own "
+                      "through per_layer_config: profile them apart with layers=), head-gated attention output, GQA"),
     ModelFamily("minimax_m3_vl", ("minimax_m3_vl",), ("MiniMaxM3SparseForConditionalGeneration",),
                 "model.language_model", "text_config", ("image_token_index", "video_token_index"),
                 "MiniMaxAI/MiniMax-M3",
