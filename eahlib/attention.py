@@ -58,6 +58,8 @@ class AttentionCall:
         is_prefill: no cached keys (``q == k``): the call processes the whole sequence.
         selected: ``[B, q, k]`` bool, the keys a sparse-attention layer's indexer kept for each query
             (``None``: no selection); the scores already mask the others.
+        padding: ``[B, k]`` the padding mask the language model was called with (1 = real token), when a prompt
+            tracker (:func:`track_prompts`) saw it as one tensor of this length; ``None`` otherwise.
     """
 
     module: nn.Module
@@ -66,6 +68,7 @@ class AttentionCall:
     visible: Tensor
     is_prefill: bool
     selected: Tensor | None = None
+    padding: Tensor | None = None
 
     @property
     def attended(self) -> Tensor:
@@ -77,11 +80,14 @@ class AttentionCall:
         """``[B, k]`` bool: at a prefill, the real (non-padding) tokens; at a decoding step, the real keys the
         new token can see (in a sliding-window layer, older tokens are out of its view).
 
-        A prefill reads them from the mask's diagonal: transformers masks a key for every query, itself
-        included, exactly when the padding mask marks it as padding, and a real token always sees itself.
-        One query's row would not do: in a sliding-window layer it hides the real tokens outside its window.
-        A sparse layer's selection may drop a token's own key, so the diagonal is read before the selection.
+        A prefill takes them from the language model's padding mask. Without one (a 4-D mask passed by hand), it
+        reads them from the mask's diagonal, before any sparse selection: transformers masks a key for every query,
+        itself included, exactly when the padding mask marks it as padding, and a real token sees itself (unless
+        a sparse layer folded into the mask an indexer that left the token's own key out). One query's row would
+        not do: in a sliding-window layer it hides the real tokens outside its window.
         """
+        if self.is_prefill and self.padding is not None:
+            return self.padding.to(self.visible.device).bool()
         if self.is_prefill:
             return self.visible.diagonal(dim1=-2, dim2=-1)
         return self.attended.any(-2)
@@ -229,14 +235,20 @@ def selected_keys(indices: Tensor, key_length: int) -> Tensor:
     sparse kernel, and eahlib applies them as the mask would.
 
     Args:
-        indices: ``[B, q, topk]`` key indices each query may attend.
+        indices: ``[B, q, topk]`` key indices each query may attend; ``-1`` marks an empty slot.
         key_length: ``k``.
 
     Returns:
         ``[B, q, k]`` bool.
     """
-    selected = torch.zeros(*indices.shape[:-1], key_length, dtype=torch.bool, device=indices.device)
-    return selected.scatter_(-1, indices.long(), True)
+    if indices.dim() != 3:
+        raise NotImplementedError(
+            f"Sparse-attention indices of shape {list(indices.shape)}: eahlib's attention reads the [batch, query, "
+            "top-k] selection of DeepSeek-sparse-attention layers only."
+        )
+    slots = torch.where(indices >= 0, indices.long(), key_length)  # empty slots land in a dropped extra column
+    selected = torch.zeros(*indices.shape[:-1], key_length + 1, dtype=torch.bool, device=indices.device)
+    return selected.scatter_(-1, slots, True)[..., :key_length]
 
 
 def _mask_with_selection(attention_mask: Tensor | None, selected: Tensor, causal: bool) -> Tensor:
@@ -289,6 +301,18 @@ class LayerExtras:
                                                                                  self.causal)
 
 
+_PADDING_SOURCES: weakref.WeakKeyDictionary[nn.Module, list[PromptTracker]] = weakref.WeakKeyDictionary()
+"""The prompt trackers watching the model of each attention module, innermost last (see :func:`track_prompts`)."""
+
+
+def _padding_of(module: nn.Module, batch: int, key_length: int) -> Tensor | None:
+    """The ``[B, k]`` padding mask the language model owning attention ``module`` was last called with, when a
+    prompt tracker saw one of this size."""
+    trackers = _PADDING_SOURCES.get(module)
+    padding = trackers[-1].padding if trackers else None
+    return padding if padding is not None and tuple(padding.shape) == (batch, key_length) else None
+
+
 def _explicit_attention(
     module: nn.Module,
     query: Tensor,
@@ -303,7 +327,8 @@ def _explicit_attention(
     scores = attention_scores(module, query, key, extras.mask(attention_mask), scaling, extras.softcap,
                               extras.position_bias, extras.causal)
     visible = visible_keys(attention_mask, query.shape[0], query.shape[2], key.shape[2], query.device, extras.causal)
-    call = AttentionCall(module, scores, None, visible, query.shape[2] == key.shape[2], extras.selected)
+    call = AttentionCall(module, scores, None, visible, query.shape[2] == key.shape[2], extras.selected,
+                         _padding_of(module, query.shape[0], key.shape[2]))
     for hook in hooks:
         call.scores = hook.adjust_scores(call)
     call.probs = attention_probabilities(call.scores, extras.sinks)
@@ -329,7 +354,8 @@ def _eahlib_attention(
     dropout: float = 0.0,
     **kwargs: Any,
 ) -> tuple[Tensor, Tensor | None]:
-    """The registered attention function: base implementation, or explicit probabilities + hooks."""
+    """The registered attention function: base implementation, or explicit probabilities + hooks (both under the
+    layer's own mask, sparse-attention key selections included)."""
     extras = LayerExtras.of_call(module, query, key, kwargs)
     kwargs.pop("indices", None)
     hooks = _LAYER_HOOKS.get(module, [])
@@ -487,19 +513,25 @@ class PromptTracker:
     prompt themselves and may replace image-token ids before the embedding lookup, as Gemma 3 does for ids
     outside the vocabulary); or the ids of the last input-embedding call (``generate`` paths that pass
     ``inputs_embeds`` on, as InstructBLIP's). ``input_ids`` is ``None`` when a forward came with embeddings only.
+    ``padding`` is the ``[B, N]`` padding mask of the sequence: the decoder's own, or the full model's when the
+    decoder got its masks in another form (Gemma 3's per-layer-type 4-D masks); the hooked attention calls take
+    their real tokens from it.
     """
 
     model: nn.Module
     input_ids: Tensor | None = None
+    padding: Tensor | None = None
     _pending: Tensor | None = None
     _outer: Tensor | None = None
+    _outer_padding: Tensor | None = None
 
     def saw_model_call(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        ids = kwargs.get("input_ids", args[0] if args else None)
+        ids, mask = kwargs.get("input_ids", args[0] if args else None), kwargs.get("attention_mask")
         self._outer = ids if isinstance(ids, Tensor) else None
+        self._outer_padding = mask if isinstance(mask, Tensor) and mask.dim() == 2 else None
 
     def left_model_call(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
-        self._outer = None
+        self._outer = self._outer_padding = None
 
     def saw_embedding_call(self, module: nn.Module, args: tuple[Any, ...]) -> None:
         self._pending = args[0] if args and isinstance(args[0], Tensor) else None
@@ -514,6 +546,13 @@ class PromptTracker:
                     ids = candidate
                     break
         self.input_ids = ids
+        mask = kwargs.get("attention_mask")
+        length = None if ids is None and embeds is None else (ids if ids is not None else embeds).shape[1]
+        if not (isinstance(mask, Tensor) and mask.dim() == 2):
+            outer = self._outer_padding
+            mask = outer if outer is not None and outer.shape[1] == length else None
+        self.padding = mask
+
 
     def image_mask(self, key_length: int) -> Tensor:
         """``[B, key_length]`` image-token mask of the current prefill sequence."""
@@ -532,15 +571,25 @@ class PromptTracker:
 
 @contextlib.contextmanager
 def track_prompts(model: nn.Module) -> Iterator[PromptTracker]:
-    """Keep a :class:`PromptTracker` current while the block runs (hooks removed on exit)."""
+    """Keep a :class:`PromptTracker` current while the block runs (hooks removed on exit); the model's attention
+    calls read their padding mask from it."""
     tracker = PromptTracker(model)
     handles = []
+    modules = [attention_module(model, layer) for layer in attention_layers(model)]
     try:
         handles.append(model.register_forward_pre_hook(tracker.saw_model_call, with_kwargs=True))
         handles.append(model.register_forward_hook(tracker.left_model_call))
         handles.append(model.get_input_embeddings().register_forward_pre_hook(tracker.saw_embedding_call))
         handles.append(decoder(model).register_forward_pre_hook(tracker.saw_decoder_call, with_kwargs=True))
+        for module in modules:
+            _PADDING_SOURCES.setdefault(module, []).append(tracker)
         yield tracker
     finally:
         for handle in handles:
             handle.remove()
+        for module in modules:
+            trackers = [t for t in _PADDING_SOURCES.get(module, []) if t is not tracker]
+            if trackers:
+                _PADDING_SOURCES[module] = trackers
+            else:
+                _PADDING_SOURCES.pop(module, None)

@@ -34,9 +34,9 @@ class ModelFamily:
         checkpoint: a public checkpoint of the family, for documentation and examples.
         attention: attribute of a decoder layer holding its self-attention module; a layer without it
             (a hybrid model's convolution or recurrent layer) has no attention to study.
-        attention_types: class names of the self-attention modules, for hybrid models whose layers all hold
-            their mixer (attention, Mamba, MLP...) under the one ``attention`` attribute; a layer whose module
-            there is of another class has no attention. Empty: any module there is self-attention.
+        attention_types: class names of the softmax self-attention modules, for hybrid models that keep another
+            mixer (Mamba, linear attention, an MLP...) under the same ``attention`` attribute in some layers; a
+            layer whose module there is of another class has no attention to study. Empty: any module there is.
         auto_class: the ``transformers`` auto class that loads the family's checkpoints.
         notes: what is special about the family for eahlib (masks, layout), shown in the support matrix.
     """
@@ -190,6 +190,84 @@ FAMILIES: tuple[ModelFamily, ...] = (
                       "load checkpoints; video tokens too"),
     # --- group 1: rows above this line ---
     
+    ModelFamily("glm4v", ("glm4v",), ("Glm4vForConditionalGeneration",), "model.language_model", "text_config",
+                ("image_token_id",), "zai-org/GLM-4.1V-9B-Thinking",
+                notes="GQA, M-RoPE; video frames also use the image token"),
+    ModelFamily("glm46v", ("glm46v", "glmga"), ("Glm46VForConditionalGeneration",), "model.language_model",
+                "text_config", ("image_token_id",), "zai-org/GLM-4.6V",
+                notes="GQA, M-RoPE; video frames also use the image token; glmga: its own config, same model class"),
+    ModelFamily("glm4v_moe", ("glm4v_moe",), ("Glm4vMoeForConditionalGeneration",), "model.language_model",
+                "text_config", ("image_token_id",), "zai-org/GLM-4.5V",
+                notes="MoE language model, GQA, M-RoPE; video frames also use the image token"),
+    ModelFamily("glm_ocr", ("glm_ocr",), ("GlmOcrForConditionalGeneration",), "model.language_model",
+                "text_config", ("image_token_id",), "zai-org/GLM-OCR",
+                notes="GQA, M-RoPE; video frames also use the image token"),
+    ModelFamily("qwen3_vl", ("qwen3_vl",), ("Qwen3VLForConditionalGeneration",), "model.language_model",
+                "text_config", ("image_token_id", "video_token_id"), "Qwen/Qwen3-VL-4B-Instruct",
+                notes="GQA, interleaved M-RoPE; DeepStack adds vision features to the first layers' hidden states"),
+    ModelFamily("qwen3_vl_moe", ("qwen3_vl_moe",), ("Qwen3VLMoeForConditionalGeneration",), "model.language_model",
+                "text_config", ("image_token_id", "video_token_id"), "Qwen/Qwen3-VL-30B-A3B-Instruct",
+                notes="MoE language model, GQA, interleaved M-RoPE, DeepStack"),
+    ModelFamily("qwen3_5", ("qwen3_5",), ("Qwen3_5ForConditionalGeneration",), "model.language_model",
+                "text_config", ("image_token_id", "video_token_id"), "Qwen/Qwen3.5-27B",
+                notes="hybrid language model: gated-delta-net (linear attention) layers between gated attention "
+                      "layers; M-RoPE"),
+    ModelFamily("qwen3_5_moe", ("qwen3_5_moe",), ("Qwen3_5MoeForConditionalGeneration",), "model.language_model",
+                "text_config", ("image_token_id", "video_token_id"), "Qwen/Qwen3.5-35B-A3B",
+                notes="hybrid MoE language model: gated-delta-net layers between gated attention layers; M-RoPE"),
+    ModelFamily("qwen4_exp", ("qwen4_exp",), ("Qwen4ExpForConditionalGeneration",), "model.language_model",
+                "text_config", ("image_token_id", "video_token_id"), "Qwen/Qwen4-Exp",
+                notes="hybrid MoE language model: gated-delta-net layers between gated attention layers whose QSA "
+                      "indexer selects the keys each query sees (the layer's own mask); M-RoPE"),
+    ModelFamily("paddleocr_vl", ("paddleocr_vl",), ("PaddleOCRVLForConditionalGeneration",), "model.language_model",
+                "text_config", ("image_token_id",), "PaddlePaddle/PaddleOCR-VL",
+                notes="ERNIE-4.5 language model: GQA, M-RoPE"),
+    ModelFamily("video_llama_3", ("video_llama_3",), ("VideoLlama3ForConditionalGeneration",),
+                "model.language_model", "text_config", ("image_token_id", "video_token_id"),
+                "lkhl/VideoLLaMA3-2B-Image-HF", notes="Qwen2 language model fed embeddings only; GQA, 1-D RoPE"),
+    ModelFamily("ernie4_5_vl_moe", ("ernie4_5_vl_moe",), ("Ernie4_5_VLMoeForConditionalGeneration",),
+                "model.language_model", "text_config", ("image_token_id", "video_token_id"),
+                "baidu/ERNIE-4.5-VL-28B-A3B-PT",
+                notes="MoE language model with separate text and vision experts; GQA, M-RoPE"),
+    ModelFamily("hunyuan_vl", ("hunyuan_vl",), ("HunYuanVLForConditionalGeneration",), "model.language_model",
+                "text_config", ("image_token_id",), "tencent/HunyuanOCR",
+                notes="row separators and image boundaries are image tokens too; 4-axis M-RoPE"),
+    ModelFamily("hy_v4_vl", ("hy_v4_vl",), ("HYV4VLForConditionalGeneration",), "model.language_model",
+                "text_config", ("image_token_id", "video_token_id"), "tencent/Hy4",
+                notes="MoE language model: MLA with a learned attention sink per head and a DSA top-k key "
+                      "selection; a separator image token ends each row; M-RoPE; eager attention only"),
+    ModelFamily("dots3_note", ("dots3_note",), ("Dots3NoteForConditionalGeneration",), "model.language_model",
+                "text_config", ("image_token_id", "video_token_id"), "dots-studio/dots3-note-prev",
+                notes="MoE language model: MLA with DSA top-k key selection, sliding-window MLA layers with their "
+                      "own head count (per_layer_config: profile them apart with layers=); gated attention output"),
+    ModelFamily("exaone4_5", ("exaone4_5",), ("Exaone4_5_ForConditionalGeneration",), "model.language_model",
+                "text_config", ("image_token_id", "video_token_id"), "LGAI-EXAONE/EXAONE-4.5-33B",
+                notes="EXAONE 4 language model fed embeddings only: sliding-window layers (3 of every 4), GQA, "
+                      "1-D RoPE"),
+    ModelFamily("step3p7", ("step3p7",), ("Step3p7ForConditionalGeneration",), "model.language_model",
+                "text_config", ("image_token_id",), "stepfun-ai/Step-3.7-Flash",
+                notes="MoE language model fed embeddings only: sliding-window layers (a head count of their own "
+                      "through per_layer_config: profile them apart with layers=), head-gated attention output, GQA"),
+    ModelFamily("minimax_m3_vl", ("minimax_m3_vl",), ("MiniMaxM3SparseForConditionalGeneration",),
+                "model.language_model", "text_config", ("image_token_index", "video_token_index"),
+                "MiniMaxAI/MiniMax-M3",
+                notes="MoE language model: lightning-indexer block-sparse layers between full attention layers, "
+                      "GQA, partial RoPE; the block selection is applied under eager/SDPA only, so eahlib's "
+                      "attention is exact up to index_topk_blocks x index_block_size keys (2048 in the checkpoint)"),
+    ModelFamily("qwen2_5_omni_thinker", ("qwen2_5_omni_thinker",), ("Qwen2_5OmniThinkerForConditionalGeneration",),
+                "model.language_model", "text_config", ("image_token_index", "video_token_index"),
+                "Qwen/Qwen2.5-Omni-7B",
+                notes="the thinker (text output) of Qwen2.5-Omni; GQA, M-RoPE; audio tower unused"),
+    ModelFamily("qwen3_omni_moe_thinker", ("qwen3_omni_moe_thinker",),
+                ("Qwen3OmniMoeThinkerForConditionalGeneration",), "model.language_model", "text_config",
+                ("image_token_id", "video_token_id"), "Qwen/Qwen3-Omni-30B-A3B-Instruct",
+                notes="the thinker (text output) of Qwen3-Omni: MoE language model, GQA, interleaved M-RoPE, "
+                      "DeepStack; audio tower unused"),
+    ModelFamily("glm5_next", ("glm5_next",), ("Glm5NextForConditionalGeneration",), "model.language_model",
+                "text_config", ("image_token_id",), "zai-org/GLM-5.3-Flash",
+                attention_types=("Glm5NextTextAttention",),
+                notes="hybrid MoE language model: KDA linear-attention layers (kept at self_attn) between NoPE MLA "
+                      "layers whose DSA indexer selects the keys each query sees (the layer's own mask)"),
     # --- group 2: rows above this line ---
     
     ModelFamily("janus", ("janus",), ("JanusForConditionalGeneration",), "model.language_model", "text_config",
@@ -477,7 +555,7 @@ def attention_module(model: nn.Module, layer: int) -> nn.Module:
 
     Raises:
         IndexError: ``layer`` is out of range.
-        ValueError: the layer has no self-attention (a hybrid model's convolution layer, say).
+        ValueError: the layer has no self-attention (a hybrid model's convolution or linear-attention layer).
     """
     layers = decoder_layers(model)
     if isinstance(layer, bool) or not isinstance(layer, int) or not -len(layers) <= layer < len(layers):
@@ -489,14 +567,19 @@ def attention_module(model: nn.Module, layer: int) -> nn.Module:
     if attention is None:
         raise ValueError(
             f"Decoder layer {layer % len(layers)} of {type(model).__name__} has no self-attention (a hybrid model's "
-            f"{type(layers[layer]).__name__} without attention); its attention layers are {attention_layers(model)}."
+            f"{type(layers[layer]).__name__} without softmax attention); its attention layers are "
+            f"{attention_layers(model)}."
         )
     return attention
 
 
-def head_count(model: nn.Module) -> int:
-    """Number of attention (query) heads per language-model layer."""
-    return int(text_config(model).num_attention_heads)
+def head_count(model: nn.Module, layer: int | None = None) -> int:
+    """Number of attention (query) heads of language-model layer ``layer``; without one, the most heads of any
+    attention layer (layers differ where the config has per-layer overrides, as dots3's sliding-window layers)."""
+    layers = text_config(model).per_layer_config
+    if layer is not None:
+        return int(layers[layer].num_attention_heads)
+    return max(int(layers[i].num_attention_heads) for i in attention_layers(model))
 
 
 def image_token_ids(model: nn.Module) -> list[int]:

@@ -155,6 +155,9 @@ def sink_profile(
 
     Returns:
         The :class:`SinkProfile`.
+
+    Raises:
+        ValueError: the layers have different head counts (profile each group with ``layers=``).
     """
     criterion = sink_criterion(threshold, relative_threshold)
     if "input_ids" not in inputs:
@@ -171,6 +174,13 @@ def sink_profile(
             f"one forward: {calls} (0: not through transformers' AttentionInterface; more than 1: a looped layer)."
         )
     reductions = [hooks[layer].results[0] for layer in layer_ids]
+    heads = {layer: int(r.scores.shape[1]) for layer, r in zip(layer_ids, reductions)}
+    if len(set(heads.values())) > 1:
+        first = [layer for layer, count in heads.items() if count == heads[layer_ids[0]]]
+        raise ValueError(
+            f"The layers have different head counts ({heads}; per-layer attention configs, as in sliding-window "
+            f"layers of their own size); a profile holds layers of one head count: pass layers=, e.g. {first}."
+        )
     scores = torch.stack([r.scores for r in reductions])
     uniform = torch.stack([r.uniform for r in reductions])
     first = reductions[0]

@@ -3,15 +3,18 @@ without attention, logit soft-capping and attention sinks, the generic fallback 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 
 import eahlib as eah
-from eahlib.attention import AttentionCall
+from eahlib.attention import _PADDING_SOURCES, AttentionCall
 from eahlib.models import FAMILIES, UNSERVED, family_of_model_type, model_family
 from eahlib.testing import IMAGE_TOKEN, TINY_MODELS, _clip_vision, _left_pad, _seeded_images, _text_config
-from eahlib.testing.families import TINY_FAMILIES, _siglip_vision
+from eahlib.testing.families import TINY_FAMILIES, _siglip_vision, tiny_dots3_note, tiny_hy_v4_vl, tiny_qwen4_exp
 from tests.conftest import PROMPTS
+from tests.test_support_matrix import independent_density
 
 EXPECTED_IMAGE_TOKENS = {"llava": 16, "qwen2_vl": 4, "qwen2_5_vl": 4, "instructblip": 4}
 """Image tokens per prompt of the tiny builders: 8 px / patch 2 (LLaVA), a 4x4 grid merged 2x2
@@ -207,6 +210,88 @@ def test_mistral_small_4_is_served_by_the_mistral3_row() -> None:
     assert int(profile.density.sum()) > 0
 
 
+@pytest.mark.parametrize("builder", [tiny_hy_v4_vl, tiny_dots3_note])
+def test_attention_reads_only_the_keys_a_sparse_attention_layer_selected(builder: Callable[..., tuple]) -> None:
+    """DSA layers (Hy4: eager only; dots3: SDPA) mask the keys their indexer did not pick only under "eager"/"sdpa";
+    under eahlib's attention they pass the top-k selection as ``indices``, which must restrict every query (in the
+    explicit path and in the SDPA pass-through) just as the stock mask does."""
+    model, make_inputs = builder(0, index_topk=4)
+    inputs = make_inputs(PROMPTS)
+    real = inputs["attention_mask"].bool()
+    with torch.no_grad():
+        stock = model(**inputs).logits
+    with eah.enhance_attention_heads(model, layer=1, threshold=1e9), torch.no_grad():
+        explicit = model(**inputs).logits
+    torch.testing.assert_close(explicit[real], stock[real], rtol=1e-5, atol=1e-5)
+    seen = (captured(model, inputs, [0])[0] > 0).sum(-1).transpose(1, 2)[real]  # [real queries, heads]
+    assert int(seen.max()) == 4 and int(real.sum(-1).max()) > 4
+
+
+@pytest.mark.parametrize(("builder", "sparsity"), [(tiny_qwen4_exp, {"indexer_budget": 4}),
+                                                   (tiny_hy_v4_vl, {"index_topk": 4})])
+def test_sparse_attention_layers_take_the_real_tokens_from_the_padding_mask(
+    builder: Callable[..., tuple], sparsity: dict[str, int]
+) -> None:
+    """A sparse-attention indexer (Qwen4-Exp's QSA, Hy4's DSA) may leave a token's own key out of its selection, so
+    the mask's diagonal no longer tells the real tokens: the sinks of the profile and of EAH must still equal the
+    count over the padding mask's real tokens."""
+    model, make_inputs = builder(0, **sparsity)
+    inputs = make_inputs(PROMPTS)
+    real, image = inputs["attention_mask"].bool(), eah.image_token_mask(model, inputs["input_ids"])
+    layers = eah.models.attention_layers(model)
+    probs = captured(model, inputs, layers)
+    profile = eah.sink_profile(model, relative_threshold=1.0, **inputs)
+    blind = [bool((real & ~(probs[layer].diagonal(dim1=-2, dim2=-1) > 0).any(1)).any()) for layer in layers]
+    assert any(blind), "some real token does not see itself"
+    for row, layer in enumerate(layers):
+        want = torch.from_numpy(independent_density(probs[layer], real, image, 1.0))
+        assert torch.equal(profile.density[row], want), f"layer {layer}"
+    assert int(profile.density.sum()) > 0
+    with eah.enhance_attention_heads(model, layer=layers[-1], relative_threshold=1.0) as enhanced, torch.no_grad():
+        model(**inputs)
+    assert torch.equal(enhanced.densities[0], profile.density[-1])
+    with pytest.raises(RuntimeError, match="body"), eah.enhance_attention_heads(model, layer=layers[-1]):
+        raise RuntimeError("body")
+    assert not any(eah.models.attention_module(model, layer) in _PADDING_SOURCES for layer in layers)
+
+
+def test_layers_of_different_head_counts_are_profiled_one_head_count_at_a_time() -> None:
+    """dots3's sliding-window layers have their own head count (64 against 128 in the checkpoint): the profile
+    says so instead of failing to stack them; each group profiles, and EAH works on either."""
+    model, make_inputs = tiny_dots3_note(0, sliding_heads=2)
+    inputs = make_inputs(PROMPTS)
+    with pytest.raises(ValueError, match=r"different head counts \(\{0: 4, 1: 2\}.*layers=, e.g. \[0\]"):
+        eah.sink_profile(model, relative_threshold=1.0, **inputs)
+    for layer, heads in ((0, 4), (1, 2)):
+        profile = eah.sink_profile(model, relative_threshold=1.0, layers=[layer], **inputs)
+        assert profile.density.shape == (1, len(PROMPTS), heads)
+        with eah.enhance_attention_heads(model, layer=layer, relative_threshold=1.0) as enhanced, torch.no_grad():
+            model(**inputs)
+        assert torch.equal(enhanced.densities[0], profile.density[0])
+        assert eah.head_count(model, layer) == heads
+        with pytest.raises(ValueError, match=rf"indices in 0..{heads - 1}"), eah.ablate_heads(model, {layer: [heads]}):
+            pass
+    assert eah.head_count(model) == 4
+
+
+def test_head_ablation_splits_the_output_projection_into_value_heads() -> None:
+    """MLA (Hy4): the output projection reads one ``v_head_dim`` value vector per head (not ``head_dim``, the rotary
+    part of a query): ablating head 1 equals zeroing its columns of ``o_proj``."""
+    model, make_inputs = tiny_hy_v4_vl(0)
+    inputs = make_inputs(PROMPTS)
+    projection = eah.models.attention_module(model, 0).o_proj
+    width = model.config.text_config.v_head_dim
+    assert width != model.config.text_config.head_dim and projection.in_features == 4 * width
+    with eah.ablate_heads(model, {0: [1]}), torch.no_grad():
+        ablated = model(**inputs).logits
+    saved = projection.weight.detach().clone()
+    with torch.no_grad():
+        projection.weight[:, width : 2 * width] = 0
+        manual = model(**inputs).logits
+        projection.weight.copy_(saved)
+    torch.testing.assert_close(ablated, manual)
+
+
 def test_a_layer_without_attention_is_refused_with_the_attention_layers() -> None:
     model, make_inputs = TINY_FAMILIES["lfm2_vl"](0)
     layers = eah.models.attention_layers(model)
@@ -228,6 +313,17 @@ def test_a_hybrid_block_has_attention_only_when_its_mixer_is_an_attention_module
     assert [block.block_type for block in blocks] == ["linear_attention", "full_attention"]
     assert eah.models.attention_layers(model) == [1]
     with pytest.raises(ValueError, match=r"Decoder layer 0 .* has no self-attention.*attention layers are \[1\]"):
+        eah.models.attention_module(model, 0)
+
+
+def test_a_linear_attention_module_at_the_attention_attribute_is_not_an_attention_layer() -> None:
+    """GLM-5.3 keeps its KDA linear-attention modules at ``self_attn`` too; the row's ``attention_types`` leaves
+    those layers out (their attention never reaches eahlib's attention function)."""
+    model, make_inputs = TINY_FAMILIES["glm5_next"](0)
+    assert all(hasattr(layer, "self_attn") for layer in eah.decoder_layers(model))
+    assert model.config.text_config.layer_types == ["linear_attention", "indexed_attention"]
+    assert eah.models.attention_layers(model) == [1]
+    with pytest.raises(ValueError, match=r"attention layers are \[1\]"):
         eah.models.attention_module(model, 0)
     profile = eah.sink_profile(model, relative_threshold=1.0, **make_inputs(PROMPTS))
     assert profile.layers == [1]

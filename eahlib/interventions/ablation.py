@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from eahlib.methods.registry import Component, NoRecord, register
-from eahlib.models import attention_module, decoder, head_count, text_config
+from eahlib.models import attention_module, decoder, head_count
 
 AblationMode = Literal["zero", "mean"]
 
@@ -63,12 +63,6 @@ class _HeadAblation:
         return (split.view(batch, length, -1), *args[1:])
 
 
-def _head_dim(model: nn.Module) -> int:
-    config = text_config(model)
-    explicit = getattr(config, "head_dim", None)
-    return int(explicit) if explicit else int(config.hidden_size) // int(config.num_attention_heads)
-
-
 @contextlib.contextmanager
 def ablate_heads(
     model: nn.Module,
@@ -91,9 +85,9 @@ def ablate_heads(
     """
     if mode not in ("zero", "mean"):
         raise ValueError(f"mode must be 'zero' or 'mean', got {mode!r}.")
-    n_heads = head_count(model)
     for layer, chosen in heads.items():
         attention_module(model, layer)  # validates the layer index
+        n_heads = head_count(model, layer)
         bad = [h for h in chosen if not isinstance(h, int) or not 0 <= h < n_heads]
         if bad or not chosen:
             raise ValueError(f"Layer {layer}: heads must be a non-empty list of indices in 0..{n_heads - 1}, got {list(chosen)}.")
@@ -105,7 +99,8 @@ def ablate_heads(
             projection = getattr(attention_module(model, layer), "o_proj", None)
             if projection is None:
                 raise ValueError(f"Layer {layer}'s attention has no `o_proj`; cannot split its output by head.")
-            hook = _HeadAblation(sorted(set(chosen)), n_heads, _head_dim(model), mode, padding)
+            n_heads = head_count(model, layer)  # one value vector per head goes into o_proj (MLA: v_head_dim)
+            hook = _HeadAblation(sorted(set(chosen)), n_heads, projection.in_features // n_heads, mode, padding)
             handles.append(projection.register_forward_pre_hook(hook))
         yield
     finally:

@@ -221,7 +221,7 @@ def enhance_attention_heads(
     layer, criterion, normalizer, head0_rule = _resolve_arguments(
         model, preset, layer, threshold, relative_threshold, normalizer
     )
-    n_heads = head_count(model)
+    n_heads = head_count(model, layer)
     if isinstance(head, bool) or not (isinstance(head, int) or head in ("densest", "sparsest", "random")):
         raise ValueError(f"head must be 'densest', 'sparsest', 'random' or a head index, got {head!r}.")
     if isinstance(head, int) and not 0 <= head < n_heads:
