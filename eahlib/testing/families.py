@@ -941,28 +941,6 @@ def tiny_glm5_next(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
 # --- group 2: builders above this line ---
 
 
-def _grid_image_model(model: nn.Module, patch_dim: int, seed: int, mrope: bool = True) -> tuple[nn.Module, InputBuilder]:
-    """A Qwen2-VL-style family: one image of 4x4 patches of ``patch_dim`` values, packed as the processor packs them
-    (``[total_patches, patch_dim]`` with ``image_grid_thw``), its tokens between the vision start (95) and end (96)
-    tokens; with ``mrope``, ``mm_token_type_ids`` mark them for the 3D positions."""
-    grid = torch.tensor([[1, 4, 4]])
-
-    def pixels(prompts: Sequence[Sequence[int]]) -> dict[str, Tensor]:
-        return {"pixel_values": _seeded_images(prompts, (16, patch_dim), seed).flatten(0, 1),
-                "image_grid_thw": grid.expand(len(prompts), -1).clone()}
-
-    n_image = _image_features(model, **pixels([[]]))
-
-    def make_inputs(prompts: Sequence[Sequence[int]]) -> dict[str, Tensor]:
-        batch = _left_pad([_expand_with(p, [95, *[IMAGE_TOKEN] * n_image, 96]) for p in prompts])
-        batch.update(pixels(prompts))
-        if mrope:
-            batch["mm_token_type_ids"] = (batch["input_ids"] == IMAGE_TOKEN).int()
-        return batch
-
-    return model, make_inputs
-
-
 def tiny_shieldgemma2(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
     """ShieldGemma 2: Gemma 3's model (``Gemma3ForConditionalGeneration``) under its own config class."""
     from transformers import Gemma3ForConditionalGeneration, ShieldGemma2Config
@@ -1062,7 +1040,8 @@ def tiny_ovis2_5(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
     text = _text_config(num_key_value_heads=2, head_dim=8) | {"model_type": "qwen3"}
     config = Ovis2_5Config(text_config=text, vision_config=vision, image_token_id=IMAGE_TOKEN, video_token_id=97,
                            image_start_token_id=95, image_end_token_id=96)
-    return _grid_image_model(_build(Ovis2_5ForConditionalGeneration, config, seed), 3 * 2 * 2, seed)
+    return _patch_grid_model(_build(Ovis2_5ForConditionalGeneration, config, seed), seed, [95], [96],
+                             patch_shape=(3 * 2 * 2,))
 
 
 def tiny_cosmos3_edge(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
@@ -1076,7 +1055,8 @@ def tiny_cosmos3_edge(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
     config = Cosmos3EdgeConfig(text_config=text, vision_config=vision, projector_hidden_size=32,
                                image_token_id=IMAGE_TOKEN, video_token_id=97, vision_start_token_id=95,
                                vision_end_token_id=96)
-    return _grid_image_model(_build(Cosmos3EdgeForConditionalGeneration, config, seed), 3 * 2 * 2, seed)
+    return _patch_grid_model(_build(Cosmos3EdgeForConditionalGeneration, config, seed), seed, [95], [96],
+                             patch_shape=(3 * 2 * 2,))
 
 
 def tiny_cosmos3_omni(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
@@ -1090,7 +1070,8 @@ def tiny_cosmos3_omni(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
                   spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=16, deepstack_visual_indexes=[0])
     config = Cosmos3OmniConfig(text_config=text, vision_config=vision, image_token_id=IMAGE_TOKEN,
                                video_token_id=97, vision_start_token_id=95, vision_end_token_id=96)
-    return _grid_image_model(_build(Cosmos3OmniForConditionalGeneration, config, seed), 3 * 2 * 2 * 2, seed)
+    return _patch_grid_model(_build(Cosmos3OmniForConditionalGeneration, config, seed), seed, [95], [96],
+                             patch_shape=(3 * 2 * 2 * 2,))
 def tiny_molmo2(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
     """Molmo2: two crops of 4x4 patches (the resized image, one high-resolution crop), each pooled 2x2 by
     cross-attention into 2x2 image tokens; every row ends in a column token, each view is wrapped in start and end
@@ -1190,7 +1171,7 @@ def tiny_lfm3_vl(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
     config = Lfm3VlConfig(text_config=text, vision_config=vision, image_token_id=IMAGE_TOKEN, video_token_id=97,
                           vision_start_token_id=95, vision_end_token_id=96, projector_hidden_size=32)
     model = _build(Lfm3VlForConditionalGeneration, config, seed)
-    return _grid_image_model(model, 3 * 2 * 2 * 2, seed, mrope=False)
+    return _patch_grid_model(model, seed, [95], [96], patch_shape=(3 * 2 * 2 * 2,), token_types=False)
 def tiny_nemotron_h_omni(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
     """Nemotron-H Omni: a hybrid language model whose blocks all hold their mixer as ``mixer`` (a Mamba-2 block,
     then an attention block) and a RADIO tower (packed patches, 4x4 grid, 2x2 pixel shuffle: 4 image tokens
