@@ -18,6 +18,7 @@ layer, so memory stays at about one layer's attention.
 from __future__ import annotations
 
 import contextlib
+import threading
 import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -116,6 +117,29 @@ class _Activation:
 
 
 _ACTIVE_MODELS: weakref.WeakKeyDictionary[nn.Module, _Activation] = weakref.WeakKeyDictionary()
+
+_PRIVATE = threading.local()
+
+
+def in_private_stream() -> bool:
+    """Whether the current thread runs inside :func:`private_stream`."""
+    return bool(getattr(_PRIVATE, "active", False))
+
+
+@contextlib.contextmanager
+def private_stream() -> Iterator[None]:
+    """Hide the forward calls this thread makes inside the block from eahlib's layer hooks and prompt trackers.
+
+    An intervention's own measurement pass (VHR's text-only stream, run in a helper thread while the main
+    forward waits mid-way) must not be changed by other components' hooks, nor overwrite the prompt their
+    trackers hold for the paused main forward; its attention runs the base implementation.
+    """
+    previous = in_private_stream()
+    _PRIVATE.active = True
+    try:
+        yield
+    finally:
+        _PRIVATE.active = previous
 
 
 def _additive_mask(attention_mask: Tensor | None, query_length: int, key_length: int, device: torch.device) -> Tensor:
@@ -239,7 +263,7 @@ def _eahlib_attention(
     **kwargs: Any,
 ) -> tuple[Tensor, Tensor | None]:
     """The registered attention function: base implementation, or explicit probabilities + hooks."""
-    hooks = _LAYER_HOOKS.get(module, [])
+    hooks = [] if in_private_stream() else _LAYER_HOOKS.get(module, [])
     active = [h for h in hooks if h.wants_probabilities(query.shape[2] == key.shape[2])]
     if not active and base == "sdpa":
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
@@ -400,6 +424,7 @@ class PromptTracker:
     prompt themselves and may replace image-token ids before the embedding lookup, as Gemma 3 does for ids
     outside the vocabulary); or the ids of the last input-embedding call (``generate`` paths that pass
     ``inputs_embeds`` on, as InstructBLIP's). ``input_ids`` is ``None`` when a forward came with embeddings only.
+    Calls made inside :func:`private_stream` leave it unchanged.
     """
 
     model: nn.Module
@@ -408,16 +433,23 @@ class PromptTracker:
     _outer: Tensor | None = None
 
     def saw_model_call(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if in_private_stream():
+            return
         ids = kwargs.get("input_ids", args[0] if args else None)
         self._outer = ids if isinstance(ids, Tensor) else None
 
     def left_model_call(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
-        self._outer = None
+        if not in_private_stream():
+            self._outer = None
 
     def saw_embedding_call(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+        if in_private_stream():
+            return
         self._pending = args[0] if args and isinstance(args[0], Tensor) else None
 
     def saw_decoder_call(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if in_private_stream():
+            return
         ids = kwargs.get("input_ids", args[0] if args else None)
         embeds = kwargs.get("inputs_embeds")
         pending, self._pending = self._pending, None

@@ -35,6 +35,8 @@ class ModelFamily:
         attention: attribute of a decoder layer holding its self-attention module; a layer without it
             (a hybrid model's convolution or recurrent layer) has no attention to study.
         auto_class: the ``transformers`` auto class that loads the family's checkpoints.
+        output_projection: attribute of the self-attention module holding the output projection, whose input
+            is the heads' outputs side by side (``[B, q, H * d]``), before they are mixed.
         notes: what is special about the family for eahlib (masks, layout), shown in the support matrix.
     """
 
@@ -48,6 +50,7 @@ class ModelFamily:
     attention: str = "self_attn"
     auto_class: str = "AutoModelForImageTextToText"
     notes: str = ""
+    output_projection: str = "o_proj"
 
 
 @dataclass(frozen=True)
@@ -99,7 +102,8 @@ FAMILIES: tuple[ModelFamily, ...] = (
                 notes="bidirectional prefix (image and prompt); no chat template"),
     ModelFamily("lfm2_vl", ("lfm2_vl",), ("Lfm2VlForConditionalGeneration",), "model.language_model",
                 "text_config", _IMAGE_IDS, "LiquidAI/LFM2-VL-450M",
-                notes="hybrid language model: short-convolution layers between attention layers"),
+                notes="hybrid language model: short-convolution layers between attention layers",
+                output_projection="out_proj"),
     ModelFamily("phi4_multimodal", ("phi4_multimodal",), ("Phi4MultimodalForCausalLM",), "model", None,
                 ("vision_config.image_token_id",), "microsoft/Phi-4-multimodal-instruct",
                 auto_class="AutoModelForCausalLM",
@@ -249,6 +253,31 @@ def attention_module(model: nn.Module, layer: int) -> nn.Module:
 def head_count(model: nn.Module) -> int:
     """Number of attention (query) heads per language-model layer."""
     return int(text_config(model).num_attention_heads)
+
+
+def head_dim(model: nn.Module) -> int:
+    """Width of one attention head's output (the config's ``head_dim``, else hidden size / heads)."""
+    config = text_config(model)
+    explicit = getattr(config, "head_dim", None)
+    return int(explicit) if explicit else int(config.hidden_size) // int(config.num_attention_heads)
+
+
+def output_projection(model: nn.Module, layer: int) -> nn.Module:
+    """The output projection of decoder layer ``layer``'s self-attention: its input holds the heads' outputs
+    side by side, ``[B, q, H * d]``, the place to read or change one head before the heads are mixed.
+
+    Raises:
+        ValueError: the layer has no self-attention, or its attention has no such projection.
+    """
+    name = model_family(model).output_projection
+    projection = getattr(attention_module(model, layer), name, None)
+    if not isinstance(projection, nn.Module):
+        raise ValueError(
+            f"Layer {layer}'s attention ({type(attention_module(model, layer)).__name__}) has no output projection "
+            f"`{name}`, so its output cannot be split by head; set the family's `output_projection` in "
+            "eahlib.models.FAMILIES."
+        )
+    return projection
 
 
 def image_token_ids(model: nn.Module) -> list[int]:

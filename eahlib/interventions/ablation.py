@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from eahlib.methods.registry import Component, NoRecord, register
-from eahlib.models import attention_module, decoder, head_count, text_config
+from eahlib.models import attention_module, decoder, head_count, head_dim, output_projection
 
 AblationMode = Literal["zero", "mean"]
 
@@ -63,12 +63,6 @@ class _HeadAblation:
         return (split.view(batch, length, -1), *args[1:])
 
 
-def _head_dim(model: nn.Module) -> int:
-    config = text_config(model)
-    explicit = getattr(config, "head_dim", None)
-    return int(explicit) if explicit else int(config.hidden_size) // int(config.num_attention_heads)
-
-
 @contextlib.contextmanager
 def ablate_heads(
     model: nn.Module,
@@ -102,11 +96,8 @@ def ablate_heads(
     try:
         handles.append(decoder(model).register_forward_pre_hook(padding.saw_decoder_call, with_kwargs=True))
         for layer, chosen in heads.items():
-            projection = getattr(attention_module(model, layer), "o_proj", None)
-            if projection is None:
-                raise ValueError(f"Layer {layer}'s attention has no `o_proj`; cannot split its output by head.")
-            hook = _HeadAblation(sorted(set(chosen)), n_heads, _head_dim(model), mode, padding)
-            handles.append(projection.register_forward_pre_hook(hook))
+            hook = _HeadAblation(sorted(set(chosen)), n_heads, head_dim(model), mode, padding)
+            handles.append(output_projection(model, layer).register_forward_pre_hook(hook))
         yield
     finally:
         for handle in handles:
