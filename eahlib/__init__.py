@@ -1,6 +1,6 @@
 """eahlib: vision sinks and Enhanced Attention Heads (EAH) in Hugging Face vision-language models.
 
-Pure sink metrics (tensor in, tensor out), the EAH intervention and attention capture through
+Pure sink metrics (tensor in, tensor out), the EAH and VHR interventions, attention capture through
 transformers' ``AttentionInterface``, one declarative table of model families, and benchmarks.
 """
 
@@ -10,6 +10,7 @@ from eahlib.attention import AttentionCapture, capture_attention
 from eahlib.interventions import ablation, eah
 from eahlib.interventions.ablation import ablate_heads
 from eahlib.interventions.eah import PRESETS, EnhancedHeads, broadcast_head, enhance_attention_heads
+from eahlib.interventions.vhr import VisionHeadReinforcement, reinforce_vision_heads
 from eahlib.metrics import (
     MASSIVE_ACTIVATION_DIMS,
     SinkCriterion,
@@ -42,6 +43,7 @@ __all__ = [
     "ModelFamily",
     "SinkCriterion",
     "SinkProfile",
+    "VisionHeadReinforcement",
     "ablate_heads",
     "attention_layers",
     "broadcast_head",
@@ -54,6 +56,7 @@ __all__ = [
     "massive_activation_sinks",
     "model_family",
     "received_attention",
+    "reinforce_vision_heads",
     "resolve_method",
     "sink_criterion",
     "sink_density",
