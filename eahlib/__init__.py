@@ -1,12 +1,14 @@
 """eahlib: vision sinks and Enhanced Attention Heads (EAH) in Hugging Face vision-language models.
 
-Pure sink metrics (tensor in, tensor out), the EAH and VHR interventions, attention capture through
-transformers' ``AttentionInterface``, one declarative table of model families, and benchmarks.
+Pure sink metrics (tensor in, tensor out), the EAH and VHR interventions, vision-aware head divergence
+beside sink density, attention capture through transformers' ``AttentionInterface``, one declarative
+table of model families, and benchmarks.
 """
 
 import sys
 
 from eahlib.attention import AttentionCapture, capture_attention
+from eahlib.divergence import HeadDivergence, head_views, vision_head_divergence
 from eahlib.interventions import ablation, eah
 from eahlib.interventions.ablation import ablate_heads
 from eahlib.interventions.eah import PRESETS, EnhancedHeads, broadcast_head, enhance_attention_heads
@@ -40,6 +42,7 @@ __all__ = [
     "PRESETS",
     "AttentionCapture",
     "EnhancedHeads",
+    "HeadDivergence",
     "ModelFamily",
     "SinkCriterion",
     "SinkProfile",
@@ -51,6 +54,7 @@ __all__ = [
     "decoder_layers",
     "enhance_attention_heads",
     "head_count",
+    "head_views",
     "image_token_mask",
     "load_model",
     "massive_activation_sinks",
@@ -64,6 +68,7 @@ __all__ = [
     "sink_profile",
     "threshold_sweep",
     "uniform_received_attention",
+    "vision_head_divergence",
 ]
 __version__ = "0.1.0"
 

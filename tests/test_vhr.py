@@ -16,9 +16,11 @@ from contextlib import contextmanager
 import numpy as np
 import pytest
 import torch
+from scipy import stats
 from torch import nn
 
 import eahlib as eah
+from eahlib.divergence import HeadDivergence, head_views, token_divergence, vision_head_divergence
 from eahlib.interventions import vhr as vhr_module
 from eahlib.interventions.vhr import (
     outlier_heads,
@@ -28,7 +30,7 @@ from eahlib.interventions.vhr import (
 )
 from eahlib.methods import resolve_method
 from eahlib.models import attention_layers, attention_module, head_count, model_family
-from eahlib.testing import IMAGE, IMAGE_TOKEN, PAD, TINY_MODELS, _left_pad, _seeded_images, tiny_llava
+from eahlib.testing import EOS, IMAGE, IMAGE_TOKEN, PAD, TINY_MODELS, _left_pad, _seeded_images, tiny_llava
 from eahlib.testing.families import TINY_FAMILIES
 from tests.conftest import PROMPTS
 
@@ -457,3 +459,110 @@ def test_nesting_and_unknown_caches_raise() -> None:
                   "pixel_values": _seeded_images([[0]], (3, 8, 8), 0)}
     with pytest.raises(ValueError, match="text besides the image"), reinforce_vision_heads(model, ALPHA, [0, 1]):
         model(**image_only)
+
+
+# ----------------------------------------------------------------------------------------- analysis
+
+
+ANSWERS = torch.tensor([[20, 21, 22, 23], [24, EOS, 25, 26], [27, 28, 29, 30]])
+"""Answer tokens to score; the second sample ends after its second token."""
+
+
+def per_sample_reference(model, prompt: list[int], answer: list[int], make_inputs) -> torch.Tensor:
+    """``[S, L, H]`` VHD at every step of one sample alone: the prompt and the answer so far, with and without
+    the image, stock model."""
+    sample = make_inputs([prompt])
+    steps = len(answer)
+    full = {**sample, "input_ids": torch.cat([sample["input_ids"], torch.tensor([answer[:steps - 1]])], -1)}
+    full["attention_mask"] = torch.ones_like(full["input_ids"])
+    text = without_image(full)
+    seen = {}
+    for key, run in (("with", lambda: model(**full, use_cache=False)), ("without", lambda: text_forward(model, text))):
+        record, handles = {}, []
+        for layer in attention_layers(model):
+            def hook(module, args, layer=layer, record=record):
+                record[layer] = args[0][0, -steps:].reshape(steps, head_count(model), -1).double()
+            handles.append(attention_module(model, layer).o_proj.register_forward_pre_hook(hook))
+        with torch.no_grad():
+            run()
+        for handle in handles:
+            handle.remove()
+        seen[key] = torch.stack([record[layer] for layer in attention_layers(model)], 1)
+    return (seen["with"] - seen["without"]).norm(dim=-1).float()
+
+
+def test_vision_head_divergence_equals_two_plain_forward_passes_per_step() -> None:
+    model, make_inputs = tiny_llava(0)
+    model.generation_config.eos_token_id = EOS
+    inputs = make_inputs(PROMPTS)
+    divergence = vision_head_divergence(model, inputs, tokens=ANSWERS, top_k=2, layers=[0, 1])
+    assert divergence.vhd.shape == (4, 2, len(PROMPTS), head_count(model))
+    for row, prompt in enumerate(PROMPTS):
+        expected = per_sample_reference(model, prompt, ANSWERS[row].tolist(), make_inputs)
+        valid = 2 if row == 1 else 4  # after the end of sequence: NaN
+        torch.testing.assert_close(divergence.vhd[:valid, :, row], expected[:valid], **TOLERANCE)
+        assert divergence.vhd[valid:, :, row].isnan().all()
+        token = np.array([np.sort(expected[s].numpy(), -1)[:, -2:].sum() for s in range(valid)])
+        np.testing.assert_allclose(divergence.token_vhd()[row, :valid].numpy(), token, rtol=1e-5)
+        with Heads(model, {}).on() as plain:
+            text_forward(model, without_image(make_inputs([prompt])))
+        stock_rule = expected_heads(expected[0, 0].numpy(), plain.seen[0][0].numpy())
+        assert divergence.reinforced[0, row].numpy().tolist() == stock_rule.tolist()  # layer 0: nothing before it
+    assert torch.equal(divergence.tokens, ANSWERS)
+    with pytest.raises(ValueError, match="image-token id"):
+        vision_head_divergence(model, inputs, tokens=torch.full((3, 2), IMAGE_TOKEN))
+
+
+def test_token_divergence_sums_each_layers_top_k() -> None:
+    vhd = torch.tensor([[[1.0, 5.0, 3.0], [2.0, 0.0, 4.0]]])
+    assert token_divergence(vhd, 1).tolist() == [9.0]
+    assert token_divergence(vhd, 2).tolist() == [14.0]
+    with pytest.raises(ValueError, match="top_k must be in 1..3"):
+        token_divergence(vhd, 4)
+
+
+def test_generated_answers_are_greedy_without_image_tokens() -> None:
+    model, make_inputs = tiny_llava(0)
+    model.generation_config.pad_token_id, model.generation_config.eos_token_id = PAD, None
+    inputs = make_inputs(PROMPTS[:1])
+    divergence = vision_head_divergence(model, inputs, max_new_tokens=3, layers=[0, 1])
+    with torch.no_grad():
+        greedy = model.generate(**inputs, max_new_tokens=3, do_sample=False, suppress_tokens=[IMAGE_TOKEN])
+    assert torch.equal(divergence.tokens, greedy[:, inputs["input_ids"].shape[1]:])
+    assert divergence.vhd.shape[0] == 3 and not divergence.vhd.isnan().any()
+
+
+def test_head_views_rank_correlation_and_eahs_head() -> None:
+    model, make_inputs = tiny_llava(0)
+    inputs = make_inputs(PROMPTS)
+    profile = eah.sink_profile(model, relative_threshold=1.0, **inputs)
+    divergence = vision_head_divergence(model, inputs, layers=[1])
+    frame = head_views(profile, divergence)
+    assert len(frame) == 2 * len(PROMPTS)
+    for record in frame.itertuples():
+        layer = profile.layers.index(record.layer)
+        density = profile.density[layer, record.sample].numpy()
+        vhd = divergence.vhd[0, layer, record.sample].numpy()
+        expected_rho = stats.spearmanr(density, vhd).statistic if np.ptp(density) > 0 else np.nan
+        np.testing.assert_allclose(record.spearman_rho, expected_rho, rtol=1e-12)
+        densest = int(np.argmax(density)) if density.max() > 0 else -1
+        assert record.densest_head == densest
+        assert record.densest_reinforced == (densest >= 0 and bool(divergence.reinforced[layer, record.sample, densest]))
+        assert record.vhr_layer == (record.layer == 1)
+    with eah.enhance_attention_heads(model, layer=1, relative_threshold=1.0) as chosen:
+        main_forward("llava")(model, inputs)
+    assert frame[frame.layer == 1].densest_head.tolist() == chosen.chosen_heads[0].tolist()
+
+
+def test_head_views_without_sinks_or_ranking() -> None:
+    model, make_inputs = tiny_llava(0)
+    inputs = make_inputs(PROMPTS[:1])
+    profile = eah.sink_profile(model, relative_threshold=1.0, **inputs)
+    profile.density = torch.zeros_like(profile.density)
+    divergence = HeadDivergence(torch.rand(1, 2, 1, 4), torch.ones(2, 1, 4, dtype=torch.bool), torch.full((1, 1), -1),
+                                [0, 1], [0, 1], 1)
+    frame = head_views(profile, divergence)
+    assert frame.spearman_rho.isna().all() and (frame.densest_head == -1).all() and not frame.densest_reinforced.any()
+    with pytest.raises(ValueError, match="same batch"):
+        head_views(profile, HeadDivergence(torch.rand(1, 2, 2, 4), torch.ones(2, 2, 4, dtype=torch.bool),
+                                           torch.full((2, 1), -1), [0, 1], [0, 1], 1))
