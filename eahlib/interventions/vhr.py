@@ -57,7 +57,8 @@ Algorithm 1, Sec. 3.2, 4.4, 4.7, Appendices C-D). Not stated in the paper, chose
 Composes with every decoder: heads are kept per KV cache, so beam search (rows reordered within a sample,
 whose beams share one prompt and so one set of heads), sampling, OPERA's rollbacks and the second streams
 of contrastive decoders (each stream with an image gets its own text-only counterpart and heads; PAI's
-text-only stream, without image, is left unchanged) all see the heads of their own prefill.
+text-only stream, without image, is left unchanged) all see the heads of their own prefill. A forward pass
+without a KV cache is a prefill of its own and chooses its heads at its last token.
 """
 
 from __future__ import annotations
