@@ -1,15 +1,18 @@
 """eahlib: vision sinks and Enhanced Attention Heads (EAH) in Hugging Face vision-language models.
 
-Pure sink metrics (tensor in, tensor out), the EAH intervention and attention capture through
-transformers' ``AttentionInterface``, one declarative table of model families, and benchmarks.
+Pure sink metrics (tensor in, tensor out), the EAH and VHR interventions, vision-aware head divergence
+beside sink density, attention capture through transformers' ``AttentionInterface``, one declarative
+table of model families, and benchmarks.
 """
 
 import sys
 
 from eahlib.attention import AttentionCapture, capture_attention
+from eahlib.divergence import HeadDivergence, head_views, vision_head_divergence
 from eahlib.interventions import ablation, eah
 from eahlib.interventions.ablation import ablate_heads
 from eahlib.interventions.eah import PRESETS, EnhancedHeads, broadcast_head, enhance_attention_heads
+from eahlib.interventions.vhr import VisionHeadReinforcement, reinforce_vision_heads
 from eahlib.metrics import (
     MASSIVE_ACTIVATION_DIMS,
     SinkCriterion,
@@ -39,9 +42,11 @@ __all__ = [
     "PRESETS",
     "AttentionCapture",
     "EnhancedHeads",
+    "HeadDivergence",
     "ModelFamily",
     "SinkCriterion",
     "SinkProfile",
+    "VisionHeadReinforcement",
     "ablate_heads",
     "attention_layers",
     "broadcast_head",
@@ -49,11 +54,13 @@ __all__ = [
     "decoder_layers",
     "enhance_attention_heads",
     "head_count",
+    "head_views",
     "image_token_mask",
     "load_model",
     "massive_activation_sinks",
     "model_family",
     "received_attention",
+    "reinforce_vision_heads",
     "resolve_method",
     "sink_criterion",
     "sink_density",
@@ -61,6 +68,7 @@ __all__ = [
     "sink_profile",
     "threshold_sweep",
     "uniform_received_attention",
+    "vision_head_divergence",
 ]
 __version__ = "0.1.0"
 

@@ -18,6 +18,7 @@ layer, so memory stays at about one layer's attention.
 from __future__ import annotations
 
 import contextlib
+import threading
 import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -131,6 +132,29 @@ class _Activation:
 
 
 _ACTIVE_MODELS: weakref.WeakKeyDictionary[nn.Module, _Activation] = weakref.WeakKeyDictionary()
+
+_PRIVATE = threading.local()
+
+
+def in_private_stream() -> bool:
+    """Whether the current thread runs inside :func:`private_stream`."""
+    return bool(getattr(_PRIVATE, "active", False))
+
+
+@contextlib.contextmanager
+def private_stream() -> Iterator[None]:
+    """Hide the forward calls this thread makes inside the block from eahlib's layer hooks and prompt trackers.
+
+    An intervention's own measurement pass (VHR's text-only stream, run in a helper thread while the main
+    forward waits mid-way) must not be changed by other components' hooks, nor overwrite the prompt their
+    trackers hold for the paused main forward; its attention runs the base implementation.
+    """
+    previous = in_private_stream()
+    _PRIVATE.active = True
+    try:
+        yield
+    finally:
+        _PRIVATE.active = previous
 
 
 def _unmasked_visibility(query_length: int, key_length: int, device: torch.device, causal: bool) -> Tensor:
@@ -355,10 +379,10 @@ def _eahlib_attention(
     **kwargs: Any,
 ) -> tuple[Tensor, Tensor | None]:
     """The registered attention function: base implementation, or explicit probabilities + hooks (both under the
-    layer's own mask, sparse-attention key selections included)."""
+    layer's own mask, sparse-attention key selections included); a private stream's calls skip the hooks."""
     extras = LayerExtras.of_call(module, query, key, kwargs)
     kwargs.pop("indices", None)
-    hooks = _LAYER_HOOKS.get(module, [])
+    hooks = [] if in_private_stream() else _LAYER_HOOKS.get(module, [])
     active = [h for h in hooks if h.wants_probabilities(query.shape[2] == key.shape[2])]
     if not active and base == "sdpa":
         return sdpa_attention_forward(module, query, key, value, extras.mask(attention_mask), dropout=dropout,
@@ -515,7 +539,7 @@ class PromptTracker:
     ``inputs_embeds`` on, as InstructBLIP's). ``input_ids`` is ``None`` when a forward came with embeddings only.
     ``padding`` is the ``[B, N]`` padding mask of the sequence: the decoder's own, or the full model's when the
     decoder got its masks in another form (Gemma 3's per-layer-type 4-D masks); the hooked attention calls take
-    their real tokens from it.
+    their real tokens from it. Calls made inside :func:`private_stream` leave the tracker unchanged.
     """
 
     model: nn.Module
@@ -526,17 +550,24 @@ class PromptTracker:
     _outer_padding: Tensor | None = None
 
     def saw_model_call(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if in_private_stream():
+            return
         ids, mask = kwargs.get("input_ids", args[0] if args else None), kwargs.get("attention_mask")
         self._outer = ids if isinstance(ids, Tensor) else None
         self._outer_padding = mask if isinstance(mask, Tensor) and mask.dim() == 2 else None
 
     def left_model_call(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
-        self._outer = self._outer_padding = None
+        if not in_private_stream():
+            self._outer = self._outer_padding = None
 
     def saw_embedding_call(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+        if in_private_stream():
+            return
         self._pending = args[0] if args and isinstance(args[0], Tensor) else None
 
     def saw_decoder_call(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if in_private_stream():
+            return
         ids = kwargs.get("input_ids", args[0] if args else None)
         embeds = kwargs.get("inputs_embeds")
         pending, self._pending = self._pending, None
@@ -552,7 +583,6 @@ class PromptTracker:
             outer = self._outer_padding
             mask = outer if outer is not None and outer.shape[1] == length else None
         self.padding = mask
-
 
     def image_mask(self, key_length: int) -> Tensor:
         """``[B, key_length]`` image-token mask of the current prefill sequence."""

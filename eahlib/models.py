@@ -38,6 +38,8 @@ class ModelFamily:
             mixer (Mamba, linear attention, an MLP...) under the same ``attention`` attribute in some layers; a
             layer whose module there is of another class has no attention to study. Empty: any module there is.
         auto_class: the ``transformers`` auto class that loads the family's checkpoints.
+        output_projection: attribute of the self-attention module holding the output projection, whose input
+            is the heads' outputs side by side (``[B, q, H * d]``), before they are mixed.
         notes: what is special about the family for eahlib (masks, layout), shown in the support matrix.
     """
 
@@ -52,6 +54,7 @@ class ModelFamily:
     attention_types: tuple[str, ...] = ()
     auto_class: str = "AutoModelForImageTextToText"
     notes: str = ""
+    output_projection: str = "o_proj"
 
 
 @dataclass(frozen=True)
@@ -87,7 +90,7 @@ FAMILIES: tuple[ModelFamily, ...] = (
                 "text_config", _IMAGE_IDS, "Salesforce/instructblip-vicuna-7b",
                 notes="Q-Former queries are the image tokens; generate runs the language model on embeddings"),
     ModelFamily("blip_2", ("blip-2",), ("Blip2ForConditionalGeneration",), "language_model", "text_config",
-                _IMAGE_IDS, "Salesforce/blip2-opt-2.7b",
+                _IMAGE_IDS, "Salesforce/blip2-opt-2.7b", output_projection="out_proj",
                 notes="Q-Former queries are the image tokens, before <bos>; language model at the top. Served: OPT "
                       "checkpoints with image_token_index set; Flan-T5 ones (encoder-decoder) and checkpoints without "
                       "image_token_index are refused"),
@@ -105,7 +108,8 @@ FAMILIES: tuple[ModelFamily, ...] = (
                 notes="bidirectional prefix (image and prompt); no chat template"),
     ModelFamily("lfm2_vl", ("lfm2_vl",), ("Lfm2VlForConditionalGeneration",), "model.language_model",
                 "text_config", _IMAGE_IDS, "LiquidAI/LFM2-VL-450M",
-                notes="hybrid language model: short-convolution layers between attention layers"),
+                notes="hybrid language model: short-convolution layers between attention layers",
+                output_projection="out_proj"),
     ModelFamily("phi4_multimodal", ("phi4_multimodal",), ("Phi4MultimodalForCausalLM",), "model", None,
                 ("vision_config.image_token_id",), "microsoft/Phi-4-multimodal-instruct",
                 auto_class="AutoModelForCausalLM",
@@ -342,7 +346,7 @@ FAMILIES: tuple[ModelFamily, ...] = (
                 notes="Q-Former queries of every frame are the video tokens, before <bos>; language model at the top; "
                       "Flan-T5 checkpoints (encoder-decoder) are refused"),
     ModelFamily("fuyu", ("fuyu",), ("FuyuForCausalLM",), "model.language_model", "text_config", _IMAGE_IDS,
-                "adept/fuyu-8b",
+                "adept/fuyu-8b", output_projection="dense",
                 notes="no vision tower: linearly embedded patches; a newline token (not an image token) ends each row"),
     ModelFamily("chameleon", ("chameleon",), ("ChameleonForConditionalGeneration",), "model", None, _IMAGE_IDS,
                 "facebook/chameleon-7b",
@@ -580,6 +584,50 @@ def head_count(model: nn.Module, layer: int | None = None) -> int:
     if layer is not None:
         return int(layers[layer].num_attention_heads)
     return max(int(layers[i].num_attention_heads) for i in attention_layers(model))
+
+
+def head_dim(model: nn.Module, layer: int) -> int:
+    """Width of one head's output in decoder layer ``layer``, as its output projection takes it in: the
+    projection's input width over the layer's heads (MLA's value heads differ from ``config.head_dim``), or the
+    config's ``head_dim`` (else hidden size / heads) for a projection without ``in_features``."""
+    heads = head_count(model, layer)
+    width = getattr(output_projection(model, layer), "in_features", None)
+    if isinstance(width, int) and width % heads == 0:
+        return width // heads
+    config = text_config(model)
+    explicit = getattr(config, "head_dim", None)
+    return int(explicit) if explicit else int(config.hidden_size) // heads
+
+
+def uniform_heads(model: nn.Module, layers: Sequence[int], method: str) -> tuple[int, int]:
+    """``(heads, head width)`` shared by ``layers``, for a method that compares heads across layers.
+
+    Raises:
+        ValueError: the layers differ (per-layer attention configs, e.g. dots3's sliding-window layers).
+    """
+    shapes = {layer: (head_count(model, layer), head_dim(model, layer)) for layer in layers}
+    if len(set(shapes.values())) > 1:
+        raise ValueError(f"{method} compares heads across layers, but these layers have different (heads, head width): "
+                         f"{shapes}; choose layers of one shape.")
+    return next(iter(shapes.values()))
+
+
+def output_projection(model: nn.Module, layer: int) -> nn.Module:
+    """The output projection of decoder layer ``layer``'s self-attention: its input holds the heads' outputs
+    side by side, ``[B, q, H * d]``, the place to read or change one head before the heads are mixed.
+
+    Raises:
+        ValueError: the layer has no self-attention, or its attention has no such projection.
+    """
+    name = model_family(model).output_projection
+    projection = getattr(attention_module(model, layer), name, None)
+    if not isinstance(projection, nn.Module):
+        raise ValueError(
+            f"Layer {layer}'s attention ({type(attention_module(model, layer)).__name__}) has no output projection "
+            f"`{name}`, so its output cannot be split by head; set the family's `output_projection` in "
+            "eahlib.models.FAMILIES."
+        )
+    return projection
 
 
 def image_token_ids(model: nn.Module) -> list[int]:

@@ -1,4 +1,4 @@
-"""Figures of sink profiles, saved to files by path (notebooks call these, they define none)."""
+"""Figures of sink profiles and head views, saved to files by path (notebooks call these, they define none)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import seaborn as sns  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from eahlib.analysis import AttentionMap  # noqa: E402
+from eahlib.divergence import HeadDivergence, head_views  # noqa: E402
 from eahlib.profile import SinkProfile  # noqa: E402
 
 
@@ -155,4 +156,50 @@ def plot_conditions(summary: pd.DataFrame, metric: str, path: str | Path, title:
     ax.set_xlabel(f"{metric} (95% bootstrap CI)")
     ax.set_title(title, fontsize=11)
     ax.grid(axis="x", alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_head_views(profile: SinkProfile, divergence: HeadDivergence, path: str | Path) -> Path:
+    """EAH's view of the heads beside VHR's, on one batch: the mean sink density (layers x heads); the mean
+    VHD at the first step, a dot on each head VHR reinforces (its size: the share of samples); and per layer
+    the mean Spearman rho between the two (:func:`eahlib.head_views`) and the share of samples whose densest
+    head VHR reinforces.
+
+    Args:
+        profile: :func:`eahlib.sink_profile` of the batch.
+        divergence: :func:`eahlib.vision_head_divergence` of the same batch.
+        path: output PNG.
+    """
+    views = head_views(profile, divergence)
+    layers = [layer for layer in profile.layers if layer in divergence.layers]
+    mine = [divergence.layers.index(layer) for layer in layers]
+    density = pd.DataFrame(profile.density[[profile.layers.index(layer) for layer in layers]].float().mean(1).numpy(),
+                           index=layers)
+    vhd = pd.DataFrame(divergence.first_step()[mine].nanmean(1).numpy(), index=layers)
+    share = divergence.reinforced[mine].float().mean(1).numpy()
+    per_layer = views.groupby("layer").agg(rho=("spearman_rho", "mean"), reinforced=("densest_reinforced", "mean"))
+    height = max(3.5, 1.5 + 0.3 * len(layers))
+    fig, axes = plt.subplots(1, 3, figsize=(6.0 + 0.7 * density.shape[1], height),
+                             gridspec_kw={"width_ratios": [1, 1, 0.55]})
+    sns.heatmap(density, ax=axes[0], cmap="viridis", vmin=0, cbar_kws={"label": "vision sinks (mean)"})
+    sns.heatmap(vhd, ax=axes[1], cmap="magma", cbar_kws={"label": "VHD at the first step (mean)"})
+    rows, heads = np.nonzero(share)
+    axes[1].scatter(heads + 0.5, rows + 0.5, s=40 * share[rows, heads], color="white", edgecolor="black",
+                    linewidth=0.5, label="reinforced by VHR")
+    for ax, name in zip(axes[:2], ("EAH's view: sink density", "VHR's view: VHD")):
+        ax.set_xlabel("head")
+        ax.set_ylabel("decoder layer")
+        ax.set_title(name, fontsize=10)
+    position = np.arange(len(per_layer)) + 0.5
+    axes[2].barh(position, per_layer["rho"].fillna(0), color="tab:blue", alpha=0.6, label="Spearman rho (mean)")
+    axes[2].scatter(per_layer["reinforced"], position, color="tab:red", zorder=3,
+                    label="densest head reinforced (share)")
+    axes[2].set_ylim(len(per_layer), 0)
+    axes[2].set_yticks(position, per_layer.index)
+    axes[2].set_xlim(-1.1, 1.1)
+    axes[2].axvline(0, color="0.5", linewidth=0.8)
+    axes[2].set_title("per layer", fontsize=10)
+    axes[2].legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.05))
+    fig.suptitle(f"Heads by vision sinks (EAH) and by vision-aware divergence (VHR), {views['sample'].nunique()} "
+                 "samples", fontsize=11)
     return _save(fig, path)

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+import eahlib as eah
 from eahlib import analysis, plotting, stats
 from eahlib.testing import tiny_llava_pipeline
 
@@ -44,3 +45,13 @@ def test_figures_are_written(setup, tmp_path) -> None:
     for path in written:
         with Image.open(path) as figure:
             assert figure.size[0] > 300 and figure.size[1] > 200
+
+
+def test_head_views_figure_is_written(setup, tmp_path) -> None:
+    model, processor, images = setup
+    inputs = analysis.model_inputs(model, processor, images[:2], PROMPT)
+    profile = eah.sink_profile(model, relative_threshold=1.0, **inputs)
+    divergence = eah.vision_head_divergence(model, inputs, layers=[0, 1])
+    path = plotting.plot_head_views(profile, divergence, tmp_path / "views.png")
+    with Image.open(path) as figure:
+        assert figure.size[0] > 300 and figure.size[1] > 200

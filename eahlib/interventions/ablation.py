@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from eahlib.methods.registry import Component, NoRecord, register
-from eahlib.models import attention_module, decoder, head_count
+from eahlib.models import attention_module, decoder, head_count, head_dim, output_projection
 
 AblationMode = Literal["zero", "mean"]
 
@@ -96,12 +96,9 @@ def ablate_heads(
     try:
         handles.append(decoder(model).register_forward_pre_hook(padding.saw_decoder_call, with_kwargs=True))
         for layer, chosen in heads.items():
-            projection = getattr(attention_module(model, layer), "o_proj", None)
-            if projection is None:
-                raise ValueError(f"Layer {layer}'s attention has no `o_proj`; cannot split its output by head.")
-            n_heads = head_count(model, layer)  # one value vector per head goes into o_proj (MLA: v_head_dim)
-            hook = _HeadAblation(sorted(set(chosen)), n_heads, projection.in_features // n_heads, mode, padding)
-            handles.append(projection.register_forward_pre_hook(hook))
+            n_heads = head_count(model, layer)
+            hook = _HeadAblation(sorted(set(chosen)), n_heads, head_dim(model, layer), mode, padding)
+            handles.append(output_projection(model, layer).register_forward_pre_hook(hook))
         yield
     finally:
         for handle in handles:

@@ -76,6 +76,7 @@ from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from eahlib.attention import AttentionCall, LayerHook, active_hooks, layer_hooks
 from eahlib.interventions.eah import EnhancedHeads
+from eahlib.interventions.vhr import active_reinforcement
 from eahlib.methods.registry import Component, register
 from eahlib.models import decoder_layers, image_token_mask
 
@@ -631,6 +632,8 @@ def opera_generate(
     settings = settings or OperaSettings()
     eah_hooks = [h for hooks in active_hooks(model).values() for h in hooks if isinstance(h, EnhancedHeads)]
     before = [len(h.chosen_heads) for h in eah_hooks]
+    vhr = active_reinforcement(model)
+    vhr_before = len(vhr.reinforced) if vhr is not None else 0
     new_tokens = []
     with watch_last_layer(model) as watcher, torch.no_grad():
         for sample in split_batch(model, inputs):
@@ -642,6 +645,8 @@ def opera_generate(
             if trace is not None:
                 traces.append(trace)
     _merge_eah_records(eah_hooks, before)
+    if vhr is not None:
+        vhr.merge_prefills(vhr_before)
     config = model.generation_config
     eos = config.eos_token_id[0] if isinstance(config.eos_token_id, list) else config.eos_token_id
     pad = config.pad_token_id if config.pad_token_id is not None else eos if eos is not None else 0
