@@ -66,7 +66,10 @@ def test_published_layers_on_32_layers_and_the_rule_at_other_depths() -> None:
                                                       "layers": None}
     assert layers_at_depth(deep(tiny_llava, 30), DEPTH) == [8, 9, 10, 11, 12, 13]  # the SmolLM2 organism's depth
     assert layers_at_depth(deep(tiny_llava, 40), DEPTH) == [11, 12, 13, 14, 15, 16, 17, 18]
-    assert layers_at_depth(deep(tiny_llava, 2), DEPTH) == [0]  # no middle inside: the layer nearest the slice
+    two = deep(tiny_llava, 2)  # middles at 1/4 and 3/4
+    assert layers_at_depth(two, DEPTH) == [0]  # no middle inside: the layer nearest the slice's middle
+    assert layers_at_depth(two, (0.6, 0.7)) == [1] and layers_at_depth(two, (0.0, 0.2)) == [0]
+    assert layers_at_depth(two, (0.25, 0.75)) == [0] and layers_at_depth(two, (0.0, 1.0)) == [0, 1]
 
 
 def test_depth_counts_attention_layers_only_on_a_hybrid_model() -> None:
@@ -138,7 +141,7 @@ def test_scaling_the_masked_logits_equals_scaling_then_masking() -> None:
     visible[1, :, 0] = False  # sample 1: key 0 is padding
     minimum = torch.finfo(torch.float32).min
     mask = torch.where(visible, 0.0, minimum)[:, None]
-    image = torch.tensor([[0, 1, 1, 0, 0, 0], [0, 0, 1, 1, 1, 0]], dtype=torch.bool)
+    image = torch.tensor([[0, 1, 1, 0, 1, 0], [0, 0, 1, 1, 1, 0]], dtype=torch.bool)  # key 4: hidden from row 2
     system = torch.tensor([[1, 0, 0, 0, 0, 0], [0, 1, 0, 0, 0, 0]], dtype=torch.bool)
     rows = torch.tensor([[0, 0, 1, 1, 1], [0, 0, 0, 0, 1]], dtype=torch.bool)
     factor = torch.ones(2, 3, 5, 6)
