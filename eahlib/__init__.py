@@ -10,6 +10,8 @@ from eahlib.attention import AttentionCapture, capture_attention
 from eahlib.interventions import ablation, eah
 from eahlib.interventions.ablation import ablate_heads
 from eahlib.interventions.eah import PRESETS, EnhancedHeads, broadcast_head, enhance_attention_heads
+from eahlib.interventions.heads_guided import guide_attention_by_heads
+from eahlib.interventions.vaf import amplify_visual_attention
 from eahlib.metrics import (
     MASSIVE_ACTIVATION_DIMS,
     SinkCriterion,
@@ -43,11 +45,13 @@ __all__ = [
     "SinkCriterion",
     "SinkProfile",
     "ablate_heads",
+    "amplify_visual_attention",
     "attention_layers",
     "broadcast_head",
     "capture_attention",
     "decoder_layers",
     "enhance_attention_heads",
+    "guide_attention_by_heads",
     "head_count",
     "image_token_mask",
     "load_model",

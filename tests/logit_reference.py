@@ -11,20 +11,25 @@ is compared.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import Tensor, nn
 from transformers import AttentionInterface, LogitsProcessor
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
 from transformers.utils import ModelOutput
 
 from eahlib.attention import AttentionCall, LayerHook, PromptTracker, active_hooks, layer_hooks, track_prompts
+from eahlib.bench.runner import Item, generate_records, read_records
 from eahlib.methods import resolve_method
 from eahlib.models import attention_layers, attention_module, decoder, decoder_layers, model_family, text_config
-from eahlib.testing import IMAGE_TOKEN, PAD, VOCAB, tiny_llava
+from eahlib.testing import IMAGE_TOKEN, PAD, VOCAB, tiny_llava, tiny_llava_pipeline
 from tests.conftest import PROMPTS
 
 SHARPEN = 20.0
@@ -285,3 +290,22 @@ def assert_new_tokens_in_one_call_equal_one_at_a_time(intervention: Callable[[nn
         cache = model(**inputs).cache
         stock = model(input_ids=new, attention_mask=torch.cat([mask, torch.ones_like(new)], -1), cache=cache).logits
     assert not torch.allclose(stock[:, :-1], together[:, :-1], **TOLERANCE)
+
+
+def assert_runs_in_the_runner(spec: str, folder: Path) -> None:
+    """``spec`` generates records for two images in the benchmark runner, and its config records every parameter of
+    both components, the intervention's published defaults included."""
+    model, processor = tiny_llava_pipeline(0)
+    items = []
+    for image_id in (1, 2):
+        pixels = np.random.default_rng(image_id).integers(0, 255, size=(12, 16, 3), dtype=np.uint8)
+        path = folder / f"COCO_val2014_{image_id:012d}.jpg"
+        Image.fromarray(pixels).save(path)
+        items.append(Item(str(image_id), path, "Please describe this image in detail."))
+    method = resolve_method(spec)
+    output = generate_records(model, processor, method, items, folder / "out.jsonl", {"task": "t"}, 4, batch_size=2)
+    records = read_records(output)
+    assert [r["item_id"] for r in records] == ["1", "2"] and all(r["method"] == method.name for r in records)
+    config = json.loads((folder / "out.config.json").read_text())
+    for component in spec.split("+"):
+        assert config[component] == json.loads(json.dumps(resolve_method(component).params[component]))

@@ -26,9 +26,10 @@ from tests.logit_reference import (
     FullSequence,
     assert_composes_with_every_decoder,
     assert_each_sample_equals_its_full_forwards,
-    assert_opera_without_penalty_and_rollback_is_beam_search,
     assert_new_tokens_in_one_call_equal_one_at_a_time,
+    assert_opera_without_penalty_and_rollback_is_beam_search,
     assert_restored_when_the_body_raises,
+    assert_runs_in_the_runner,
     cached_run,
     eager_output,
     focused,
@@ -266,6 +267,10 @@ def test_new_tokens_in_one_call_are_guided_as_one_token_steps() -> None:
 def test_opera_without_penalty_and_rollback_is_beam_search_under_the_guidance() -> None:
     assert_opera_without_penalty_and_rollback_is_beam_search("heads_guided", {"alpha": 8.0, "layers": [0, 1]},
                                                              PROMPTS[2])
+
+
+def test_runs_in_the_runner_with_its_published_defaults(tmp_path) -> None:
+    assert_runs_in_the_runner("heads_guided+sample", tmp_path)
 
 
 # ----------------------------------------------------------------------------------- bad input

@@ -9,8 +9,10 @@ import contextlib
 import copy
 import math
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
 import eahlib as eah
@@ -19,7 +21,7 @@ from eahlib.interventions.vaf import DEPTH, VisualAmplification, amplify_visual_
 from eahlib.methods import resolve_method
 from eahlib.methods.vcd import diffusion_noise
 from eahlib.models import attention_layers, layers_at_depth, text_config
-from eahlib.testing import BOS, IMAGE, TINY_MODELS, tiny_llava
+from eahlib.testing import BOS, IMAGE, IMAGE_TOKEN, TINY_MODELS, tiny_llava, tiny_llava_pipeline
 from eahlib.testing.families import TINY_FAMILIES
 from tests.conftest import PROMPTS
 from tests.logit_reference import (
@@ -29,9 +31,10 @@ from tests.logit_reference import (
     FullSequence,
     assert_composes_with_every_decoder,
     assert_each_sample_equals_its_full_forwards,
-    assert_opera_without_penalty_and_rollback_is_beam_search,
     assert_new_tokens_in_one_call_equal_one_at_a_time,
+    assert_opera_without_penalty_and_rollback_is_beam_search,
     assert_restored_when_the_body_raises,
+    assert_runs_in_the_runner,
     cached_run,
     eager_output,
     focused,
@@ -314,6 +317,23 @@ def test_beam_search_on_instructblip_reads_each_beams_prompt() -> None:
 
 def test_opera_without_penalty_and_rollback_is_beam_search_under_vaf() -> None:
     assert_opera_without_penalty_and_rollback_is_beam_search("vaf", FOCUSED, PROMPTS[1])
+
+
+def test_system_prompt_keys_are_the_chat_templates_tokens_before_the_image(tmp_path) -> None:
+    """With a real processor and chat template, the suppressed keys are ``<s> user :``, what precedes the image."""
+    model, processor = tiny_llava_pipeline(0)
+    processor.tokenizer.padding_side = "left"
+    images = [Image.fromarray(np.full((12, 16, 3), 60 * i, dtype=np.uint8)) for i in (1, 2)]
+    prompts = [processor.apply_chat_template([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": q}]}],
+                                             add_generation_prompt=True) for q in ("Is there a dog?", "Describe it.")]
+    inputs = processor(images=images, text=prompts, return_tensors="pt", padding=True)
+    with amplify_visual_attention(model, layers=[1]) as hook, torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=2, do_sample=False, return_dict_in_generate=True)
+    image, system = hook.prompts.remembered[out.cache]  # remembered while the stream's cache lives
+    for ids, keys in zip(inputs["input_ids"], system):
+        assert processor.tokenizer.convert_ids_to_tokens(ids[keys].tolist()) == ["<s>", "user", ":"]
+    assert torch.equal(image, inputs["input_ids"] == IMAGE_TOKEN)
+    assert_runs_in_the_runner("vaf+beam", tmp_path)
 
 
 # ----------------------------------------------------------------------------------- bad input

@@ -71,7 +71,7 @@ def amplify_visual_logits(scores: Tensor, rows: Tensor, image: Tensor, system: T
     """
     factor = torch.where(image, enhance, torch.where(system, suppress, 1.0)).to(scores.dtype)  # [B, k]
     edit = rows[:, :, None] & (image | system)[:, None, :] & visible  # [B, q, k]
-    return torch.where(edit[:, None], scores * factor[:, None, None, :], scores)
+    return scores * torch.where(edit, factor[:, None, :], 1.0)[:, None]  # times 1 elsewhere: exact
 
 
 @dataclass(eq=False)
@@ -155,6 +155,7 @@ register(Component(
     {"enhance": 1.15, "suppress": 0.95, "depth": list(DEPTH), "layers": None},
     "Yin et al., ClearSight: Visual Signal Enhancement for Object Hallucination Mitigation in Multimodal Large "
     "Language Models, CVPR 2025",
-    description="VAF: in the middle layers (depth 9/32-15/32: released layers 9-14 of 32), the text queries' "
-                "pre-softmax logits of image tokens times enhance, of the system prompt times suppress",
+    description="VAF: in the middle layers (depth 9/32-15/32: released layers 9-14 of 32), the pre-softmax logits "
+                "of the text after the image (and of each new token) on image tokens times enhance, on the system "
+                "prompt (the tokens before the image) times suppress",
 ))
