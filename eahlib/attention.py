@@ -508,7 +508,12 @@ class PromptKeys:
             if stream is not None:
                 self.remembered[stream] = (image, before)
             return image, before
-        prompt = self.remembered.get(stream) if stream is not None else None
+        if stream is None:
+            raise RuntimeError(
+                f"{type(call.module).__name__} processed new tokens on top of earlier ones without receiving a KV cache "
+                "argument (cache or past_key_values), so eahlib cannot tell which prompt they continue."
+            )
+        prompt = self.remembered.get(stream)
         if prompt is None or prompt[0].shape[0] != call.scores.shape[0]:
             raise RuntimeError(
                 "An attention call continues a generation whose prefill this intervention did not see (or with another "

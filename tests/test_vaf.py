@@ -16,11 +16,11 @@ from PIL import Image
 from torch import nn
 
 import eahlib as eah
-from eahlib.attention import active_hooks
+from eahlib.attention import AttentionCall, active_hooks, track_prompt_keys
 from eahlib.interventions.vaf import DEPTH, VisualAmplification, amplify_visual_attention, amplify_visual_logits
 from eahlib.methods import resolve_method
 from eahlib.methods.vcd import diffusion_noise
-from eahlib.models import attention_layers, layers_at_depth, text_config
+from eahlib.models import attention_layers, attention_module, layers_at_depth, text_config
 from eahlib.testing import BOS, IMAGE, IMAGE_TOKEN, TINY_MODELS, tiny_llava, tiny_llava_pipeline
 from eahlib.testing.families import TINY_FAMILIES
 from tests.conftest import PROMPTS
@@ -362,6 +362,10 @@ def test_bad_settings_raise_clear_errors() -> None:
 
 def test_a_decoding_step_without_its_prefill_is_refused() -> None:
     model, make_inputs = tiny_llava(0)
+    with track_prompt_keys(model, [1]) as prompts, pytest.raises(RuntimeError, match="without receiving a KV cache"):
+        step = AttentionCall(attention_module(model, 1), torch.zeros(1, 4, 1, 3), None, torch.ones(1, 1, 3, dtype=torch.bool),
+                             is_prefill=False)
+        prompts.keys(step)  # a call whose module saw no cache argument
     inputs = make_inputs(PROMPTS)
     with torch.no_grad():
         cache = model(**inputs, use_cache=True).cache
