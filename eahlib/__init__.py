@@ -12,6 +12,8 @@ from eahlib.divergence import HeadDivergence, head_views, vision_head_divergence
 from eahlib.interventions import ablation, eah
 from eahlib.interventions.ablation import ablate_heads
 from eahlib.interventions.eah import PRESETS, EnhancedHeads, broadcast_head, enhance_attention_heads
+from eahlib.interventions.heads_guided import guide_attention_by_heads
+from eahlib.interventions.vaf import amplify_visual_attention
 from eahlib.interventions.vhr import VisionHeadReinforcement, reinforce_vision_heads
 from eahlib.metrics import (
     MASSIVE_ACTIVATION_DIMS,
@@ -48,11 +50,13 @@ __all__ = [
     "SinkProfile",
     "VisionHeadReinforcement",
     "ablate_heads",
+    "amplify_visual_attention",
     "attention_layers",
     "broadcast_head",
     "capture_attention",
     "decoder_layers",
     "enhance_attention_heads",
+    "guide_attention_by_heads",
     "head_count",
     "head_views",
     "image_token_mask",

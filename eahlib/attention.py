@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -536,7 +536,8 @@ class PromptTracker:
     ``input_ids``; the full model's ``input_ids``, while the full model's forward runs (families that embed the
     prompt themselves and may replace image-token ids before the embedding lookup, as Gemma 3 does for ids
     outside the vocabulary); or the ids of the last input-embedding call (``generate`` paths that pass
-    ``inputs_embeds`` on, as InstructBLIP's). ``input_ids`` is ``None`` when a forward came with embeddings only.
+    ``inputs_embeds`` on, as InstructBLIP's; under beam search ``generate`` repeats each sample's embeddings once per
+    beam, and its ids are repeated alike). ``input_ids`` is ``None`` when a forward came with embeddings only.
     ``padding`` is the ``[B, N]`` padding mask of the sequence: the decoder's own, or the full model's when the
     decoder got its masks in another form (Gemma 3's per-layer-type 4-D masks); the hooked attention calls take
     their real tokens from it. Calls made inside :func:`private_stream` leave the tracker unchanged.
@@ -572,9 +573,10 @@ class PromptTracker:
         embeds = kwargs.get("inputs_embeds")
         pending, self._pending = self._pending, None
         if ids is None and embeds is not None:
+            batch, length = embeds.shape[:2]
             for candidate in (self._outer, pending):
-                if candidate is not None and candidate.shape == embeds.shape[:2]:
-                    ids = candidate
+                if candidate is not None and candidate.shape[1] == length and batch % candidate.shape[0] == 0:
+                    ids = candidate.repeat_interleave(batch // candidate.shape[0], dim=0)  # beams, as generate expands
                     break
         self.input_ids = ids
         mask = kwargs.get("attention_mask")
@@ -623,3 +625,84 @@ def track_prompts(model: nn.Module) -> Iterator[PromptTracker]:
                 _PADDING_SOURCES[module] = trackers
             else:
                 _PADDING_SOURCES.pop(module, None)
+
+
+def _cache_argument(kwargs: Mapping[str, Any]) -> Any:
+    for name in ("cache", "past_key_values", "past_key_value"):
+        if kwargs.get(name) is not None:
+            return kwargs[name]
+    return None
+
+
+@dataclass(eq=False)
+class PromptKeys:
+    """The prompt's image tokens and the real tokens before them, for every generation stream, at every call.
+
+    One generation may run several streams through the same layers, each with its own KV cache: the main
+    stream and a contrastive decoder's second one (VCD's noised image, PAI's text-only prompt), or OPERA's
+    searches, one per sample. A stream is known by the cache object its attention modules receive. At a
+    stream's prefill the prompt's keys are read from its token ids and remembered under its cache; at its later
+    calls (decoding steps, OPERA's rollbacks) they are recalled and aligned with the call's keys, which are the
+    stream's last ``k`` tokens (fewer than all in a sliding-window layer; the cache counts them). The prompt must
+    reach the model in one prefill pass, as ``generate`` sends it (no chunked prefill).
+
+    Attributes:
+        tracker: the prompt tracker (token ids of the current forward).
+        remembered: per stream, ``(image, before_image)`` ``[B, N]`` bool of its prompt.
+    """
+
+    tracker: PromptTracker
+    remembered: weakref.WeakKeyDictionary[Any, tuple[Tensor, Tensor]] = field(default_factory=weakref.WeakKeyDictionary)
+    _streams: weakref.WeakKeyDictionary[nn.Module, Any] = field(default_factory=weakref.WeakKeyDictionary)
+
+    def saw_attention_call(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        cache = _cache_argument(kwargs)
+        self._streams[module] = None if cache is None else weakref.ref(cache)
+
+    def _stream(self, module: nn.Module) -> Any:
+        reference = self._streams.get(module)
+        return None if reference is None else reference()
+
+    def keys(self, call: AttentionCall) -> tuple[Tensor, Tensor]:
+        """``(image, before_image)``, each ``[B, k]`` bool over the call's keys: the prompt's image tokens, and its
+        real tokens before the sample's first image token (none in a sample without image tokens)."""
+        stream, key_length = self._stream(call.module), call.scores.shape[-1]
+        if call.is_prefill:
+            real = call.real_keys
+            image = self.tracker.image_mask(key_length).to(real.device) & real
+            before = real & (image.long().cumsum(-1) == 0) & image.any(-1, keepdim=True)
+            if stream is not None:
+                self.remembered[stream] = (image, before)
+            return image, before
+        if stream is None:
+            raise RuntimeError(
+                f"{type(call.module).__name__} processed new tokens on top of earlier ones without receiving a KV cache "
+                "argument (cache or past_key_values), so eahlib cannot tell which prompt they continue."
+            )
+        prompt = self.remembered.get(stream)
+        if prompt is None or prompt[0].shape[0] != call.scores.shape[0]:
+            raise RuntimeError(
+                "An attention call continues a generation whose prefill this intervention did not see (or with another "
+                "batch size): enter the intervention before generate, and call generate with the whole prompt."
+            )
+        total = stream.get_seq_length(getattr(call.module, "layer_idx", 0))
+        first = max(total - key_length, 0)  # a sliding window shows the last tokens only; a static cache all slots
+        image, before = (mask[:, first:first + key_length] for mask in prompt)
+        return (nn.functional.pad(image, (0, key_length - image.shape[1])),  # generated tokens are neither
+                nn.functional.pad(before, (0, key_length - before.shape[1])))
+
+
+@contextlib.contextmanager
+def track_prompt_keys(model: nn.Module, layers: Sequence[int]) -> Iterator[PromptKeys]:
+    """Keep a :class:`PromptKeys` current for the attention calls of ``layers`` while the block runs."""
+    handles = []
+    with track_prompts(model) as tracker:
+        prompts = PromptKeys(tracker)
+        try:
+            for layer in layers:
+                module = attention_module(model, layer)
+                handles.append(module.register_forward_pre_hook(prompts.saw_attention_call, with_kwargs=True))
+            yield prompts
+        finally:
+            for handle in handles:
+                handle.remove()

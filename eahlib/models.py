@@ -554,6 +554,53 @@ def attention_layers(model: nn.Module) -> list[int]:
     return [i for i, layer in enumerate(decoder_layers(model)) if _self_attention(layer, family) is not None]
 
 
+def layers_at_depth(model: nn.Module, depth: Sequence[float]) -> list[int]:
+    """The attention layers in a slice of the language model's depth, given as fractions.
+
+    Published layer ranges are written for 32-layer LLaMA; as fractions they mean something at any depth. With
+    ``L`` attention layers (every decoder layer except a hybrid model's convolution or recurrent layers), the
+    ``i``-th of them (0-based) covers the share ``[i / L, (i + 1) / L)`` of the depth and is chosen when the
+    middle of its share lies in the slice: ``start <= (i + 1/2) / L < end``. If no middle does (a slice
+    thinner than one layer), the one layer whose middle is nearest the slice's middle is chosen (the lower
+    on a tie). On 32 layers, ``[k / 32, m / 32)`` gives exactly layers ``k .. m - 1``.
+
+    Args:
+        model: a supported vision-language model.
+        depth: ``(start, end)`` with ``0 <= start < end <= 1``.
+
+    Returns:
+        Decoder-layer indices, ascending, never empty.
+    """
+    if len(depth) != 2 or not all(isinstance(f, (int, float)) and not isinstance(f, bool) for f in depth):
+        raise ValueError(f"depth must be two fractions (start, end) of the language model's depth, got {depth!r}.")
+    start, end = float(depth[0]), float(depth[1])
+    if not 0.0 <= start < end <= 1.0:
+        raise ValueError(f"depth must satisfy 0 <= start < end <= 1, got start={start}, end={end}.")
+    layers = attention_layers(model)
+    middles = [(i + 0.5) / len(layers) for i in range(len(layers))]
+    inside = [layer for layer, middle in zip(layers, middles) if start <= middle < end]
+    if inside:
+        return inside
+    centre = (start + end) / 2
+    return [min(zip(layers, middles), key=lambda pair: abs(pair[1] - centre))[0]]
+
+
+def choose_layers(model: nn.Module, depth: Sequence[float], layers: Sequence[int] | None) -> list[int]:
+    """An intervention's layers: ``layers`` (decoder-layer indices, each with attention) if given, else
+    :func:`layers_at_depth` of ``depth``.
+
+    Returns:
+        Decoder-layer indices (negative ones counted from the end), ascending.
+    """
+    if layers is None:
+        return layers_at_depth(model, depth)
+    if isinstance(layers, (str, bytes)) or not isinstance(layers, Sequence) or not layers:
+        raise ValueError(f"layers must be a non-empty list of decoder-layer indices (or None: by depth), got {layers!r}.")
+    for layer in layers:
+        attention_module(model, layer)  # refuses a layer out of range or without attention, naming the valid ones
+    return sorted({layer % len(decoder_layers(model)) for layer in layers})
+
+
 def attention_module(model: nn.Module, layer: int) -> nn.Module:
     """The self-attention module of decoder layer ``layer`` (0-based; negative counts from the end).
 

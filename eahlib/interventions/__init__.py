@@ -2,13 +2,17 @@
 
 Each module holds one method and registers it as an ``"intervention"`` component, so it composes
 with every decoder of :mod:`eahlib.methods` by name (``"eah+beam"``): EAH (:mod:`.eah`), head
-ablation (:mod:`.ablation`) and VHR (:mod:`.vhr`). Every intervention restores the model in ``finally`` and removes only what
-it installed.
+ablation (:mod:`.ablation`), VHR (:mod:`.vhr`), VAF (:mod:`.vaf`) and heads-guided attention
+(:mod:`.heads_guided`). Every intervention restores the model in ``finally`` and removes only what it installed.
 """
 
 from eahlib.interventions.ablation import ablate_heads
 from eahlib.interventions.eah import PRESETS, EnhancedHeads, broadcast_head, enhance_attention_heads
+from eahlib.interventions.heads_guided import HeadsGuidedAttention, guide_attention_by_heads, guide_by_heads
+from eahlib.interventions.vaf import VisualAmplification, amplify_visual_attention, amplify_visual_logits
 from eahlib.interventions.vhr import VisionHeadReinforcement, reinforce_vision_heads, reinforced_layers
 
-__all__ = ["PRESETS", "EnhancedHeads", "VisionHeadReinforcement", "ablate_heads", "broadcast_head",
-           "enhance_attention_heads", "reinforce_vision_heads", "reinforced_layers"]
+__all__ = ["PRESETS", "EnhancedHeads", "HeadsGuidedAttention", "VisionHeadReinforcement", "VisualAmplification",
+           "ablate_heads", "amplify_visual_attention", "amplify_visual_logits", "broadcast_head",
+           "enhance_attention_heads", "guide_attention_by_heads", "guide_by_heads", "reinforce_vision_heads",
+           "reinforced_layers"]
