@@ -9,8 +9,12 @@ per method::
 
     RESULT method=<name> cost_per_token_ratio=<time per token / greedy's>
 
-then OPERA against beam search (both 5 beams): time per token, and the peak extra memory of one
-generate call, each variant in a fresh subprocess (measured as in ``bench_core.py``), beside beam
+then the peak extra memory of one generate call of each of EAH's peers (VAR, VHR, VAF, heads-guided
+attention) against greedy's, each in a fresh subprocess (measured as in ``bench_core.py``)::
+
+    RESULT method=<peer> peak_memory_vs_greedy=<x>
+
+and OPERA against beam search (both 5 beams): time per token and peak extra memory, beside beam
 search with ``output_attentions=True`` (eager attention, every layer's attention of every step:
 what the released OPERA code needs)::
 
@@ -38,9 +42,17 @@ METHODS: dict[str, dict[str, dict[str, object]]] = {
     "dola": {},
     "eah+vcd": {"eah": {"preset": "paper"}},
     "opera": {},
+    "var": {},
+    "vhr": {},
+    "vhr+beam": {},
+    "vaf": {},
+    "heads_guided": {},
 }
 """Methods timed, with their parameter overrides (defaults otherwise)."""
-MEMORY_VARIANTS = ("beam", "opera", "beam_output_attentions")
+PEERS = ("var", "vhr", "vaf", "heads_guided")
+"""EAH's closest peers (interventions on heads or sinks): their peak memory is compared with greedy's."""
+OPERA_VARIANTS = ("beam", "opera", "beam_output_attentions")
+MEMORY_VARIANTS = ("greedy", *PEERS, *OPERA_VARIANTS)
 
 
 def peak_memory(variant: str, device: str, dtype: torch.dtype, tokens: int) -> float:
@@ -87,12 +99,16 @@ def main() -> None:
         print(f"  {spec:>8}: {per_token[spec] * 1000:8.1f} ms/token (median of {args.repeats})", flush=True)
     for spec, seconds in per_token.items():
         print(f"RESULT method={spec} cost_per_token_ratio={seconds / per_token['greedy']:.2f}")
-    if "opera" in per_token:
-        del model
-        memory = {v: memory_in_subprocess(__file__, ["--memory-variant", v, "--device", args.device, "--tokens",
-                                                     str(args.tokens)]) for v in MEMORY_VARIANTS}
-        for variant, value in memory.items():
-            print(f"  peak extra memory {variant:>22}: {value / 2**20:9.1f} MiB")
+    del model
+    variants = ["greedy", *(p for p in PEERS if p in per_token), *(OPERA_VARIANTS if "opera" in per_token else ())]
+    memory = {v: memory_in_subprocess(__file__, ["--memory-variant", v, "--device", args.device, "--tokens",
+                                                 str(args.tokens)]) for v in variants}
+    for variant, value in memory.items():
+        print(f"  peak extra memory {variant:>22}: {value / 2**20:9.1f} MiB")
+    for peer in PEERS:
+        if peer in memory:
+            print(f"RESULT method={peer} peak_memory_vs_greedy={memory[peer] / memory['greedy']:.2f}")
+    if "opera" in memory:
         print(f"RESULT opera_cost_per_token_vs_beam={per_token['opera'] / per_token['beam']:.2f} "
               f"opera_peak_memory_vs_beam={memory['opera'] / memory['beam']:.2f} "
               f"output_attentions_peak_memory_vs_beam={memory['beam_output_attentions'] / memory['beam']:.2f}")
