@@ -75,7 +75,6 @@ from torch import Tensor, nn
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from eahlib.attention import AttentionCall, LayerHook, active_hooks, layer_hooks
-from eahlib.interventions.eah import EnhancedHeads
 from eahlib.methods.registry import Component, register
 from eahlib.models import decoder_layers, image_token_mask
 
@@ -604,14 +603,6 @@ def _unpack(model: nn.Module, inputs: Mapping[str, Any], key: str, grid_key: str
     return out
 
 
-def _merge_eah_records(hooks: Sequence[EnhancedHeads], before: Sequence[int]) -> None:
-    """EAH records one entry per prefill; the per-sample prefills of one batch become one entry."""
-    for hook, start in zip(hooks, before):
-        if len(hook.chosen_heads) - start > 1:
-            hook.chosen_heads[start:] = [torch.cat(hook.chosen_heads[start:])]
-            hook.densities[start:] = [torch.cat(hook.densities[start:])]
-
-
 def opera_generate(
     model: nn.Module,
     inputs: Mapping[str, Any],
@@ -629,8 +620,8 @@ def opera_generate(
         traces: if given, one :class:`OperaTrace` per sample is appended.
     """
     settings = settings or OperaSettings()
-    eah_hooks = [h for hooks in active_hooks(model).values() for h in hooks if isinstance(h, EnhancedHeads)]
-    before = [len(h.chosen_heads) for h in eah_hooks]
+    recorders = [h for hooks in active_hooks(model).values() for h in hooks]  # interventions' per-prefill records
+    before = [h.prefill_count() for h in recorders]
     new_tokens = []
     with watch_last_layer(model) as watcher, torch.no_grad():
         for sample in split_batch(model, inputs):
@@ -641,7 +632,8 @@ def opera_generate(
             new_tokens.append(out[0, sample["input_ids"].shape[1]:])
             if trace is not None:
                 traces.append(trace)
-    _merge_eah_records(eah_hooks, before)
+    for hook, start in zip(recorders, before):  # the per-sample prefills of one batch become one record
+        hook.merge_prefills(start)
     config = model.generation_config
     eos = config.eos_token_id[0] if isinstance(config.eos_token_id, list) else config.eos_token_id
     pad = config.pad_token_id if config.pad_token_id is not None else eos if eos is not None else 0
