@@ -10,10 +10,12 @@ from eahlib.attention import AttentionCapture, capture_attention
 from eahlib.interventions import ablation, eah
 from eahlib.interventions.ablation import ablate_heads
 from eahlib.interventions.eah import PRESETS, EnhancedHeads, broadcast_head, enhance_attention_heads
+from eahlib.interventions.var import VisualAttentionRedistribution, redistribute_visual_attention
 from eahlib.metrics import (
     MASSIVE_ACTIVATION_DIMS,
     SinkCriterion,
     massive_activation_sinks,
+    normalised_magnitude,
     received_attention,
     sink_criterion,
     sink_density,
@@ -42,6 +44,7 @@ __all__ = [
     "ModelFamily",
     "SinkCriterion",
     "SinkProfile",
+    "VisualAttentionRedistribution",
     "ablate_heads",
     "attention_layers",
     "broadcast_head",
@@ -53,7 +56,9 @@ __all__ = [
     "load_model",
     "massive_activation_sinks",
     "model_family",
+    "normalised_magnitude",
     "received_attention",
+    "redistribute_visual_attention",
     "resolve_method",
     "sink_criterion",
     "sink_density",
