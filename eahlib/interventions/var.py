@@ -322,6 +322,9 @@ class _VarLayer(LayerHook):
         return stream
 
     def __call__(self, call: AttentionCall) -> Tensor:
+        """Redistribute the editable rows in place: at the prefill the rows after each sample's image (the
+        explicit probabilities of this call; the rows before the first editable one are not touched), at a
+        decoding step every new row."""
         stream, probs = self._stream, call.probs
         assert stream is not None and probs is not None
         key_length = probs.shape[-1]
@@ -333,9 +336,12 @@ class _VarLayer(LayerHook):
             rows = (positions > last_image) & stream.real
         else:
             rows = torch.ones(probs.shape[0], probs.shape[2], dtype=torch.bool, device=probs.device)
+        first = int(rows.any(0).int().argmax())
         owner = self.owner
-        probs, selected = redistribute_attention(probs, pad(stream.image), pad(stream.sinks[self.layer]), rows,
-                                                 owner.rho, owner.p, owner.min_image_attention, owner.text_sinks)
+        edited, selected = redistribute_attention(probs[:, :, first:], pad(stream.image), pad(stream.sinks[self.layer]),
+                                                  rows[:, first:], owner.rho, owner.p, owner.min_image_attention,
+                                                  owner.text_sinks)
+        probs[:, :, first:] = edited
         counts = selected.sum((1, 2)).cpu()
         if call.is_prefill:
             stream.record.rows_prefill += counts
