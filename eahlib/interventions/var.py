@@ -61,7 +61,8 @@ What the released code computes (VisAttnSink @ 98e62d6; ``src/logic/logic.py``, 
 - quirks: (a) the last layer is edited too: ``VARProcessor.except_last_layer = False`` (logic.py:148) shadows
   the ``except_last_layer: 1`` of the config, which ``activate`` sets on ``LogicEngine`` only (logic.py:46);
   eahlib edits it (``edit_last_layer=True``, the run's behaviour; ``False`` does what the config asks);
-  (b) the prompt is tokenized in segments without special tokens (``src/stash.py:230``), so it has no
+  (b) the prompt is re-tokenized in segments without special tokens (``src/mm_utils.py:203-212`` replaces the
+  ids by ``MetadataStation.segment_prompt``'s, ``src/stash.py:230``), so it has no
   ``<bos>`` and its first token, ``A`` of the system prompt, is the text sink; eahlib runs the prompt the
   processor builds (with ``<bos>`` for LLaVA-1.5); (c) state leaks between samples: ``StashEngine.clear``
   and ``LogicEngine.clear`` (inference.py:150-151) rebind class attributes to the *same* default dicts, so
