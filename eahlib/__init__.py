@@ -15,10 +15,12 @@ from eahlib.interventions.eah import PRESETS, EnhancedHeads, broadcast_head, enh
 from eahlib.interventions.heads_guided import guide_attention_by_heads
 from eahlib.interventions.vaf import amplify_visual_attention
 from eahlib.interventions.vhr import VisionHeadReinforcement, reinforce_vision_heads
+from eahlib.interventions.var import VisualAttentionRedistribution, redistribute_visual_attention
 from eahlib.metrics import (
     MASSIVE_ACTIVATION_DIMS,
     SinkCriterion,
     massive_activation_sinks,
+    normalised_magnitude,
     received_attention,
     sink_criterion,
     sink_density,
@@ -49,6 +51,7 @@ __all__ = [
     "SinkCriterion",
     "SinkProfile",
     "VisionHeadReinforcement",
+    "VisualAttentionRedistribution",
     "ablate_heads",
     "amplify_visual_attention",
     "attention_layers",
@@ -63,8 +66,10 @@ __all__ = [
     "load_model",
     "massive_activation_sinks",
     "model_family",
+    "normalised_magnitude",
     "received_attention",
     "reinforce_vision_heads",
+    "redistribute_visual_attention",
     "resolve_method",
     "sink_criterion",
     "sink_density",

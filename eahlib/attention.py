@@ -107,6 +107,10 @@ class LayerHook:
     hook's ``__call__`` (e.g. EAH's head broadcast, or a capture). ``modifies`` hooks run before
     observers; ``wants_probabilities`` says whether a call (a prefill or a decoding step)
     needs the explicit computation at all. Subclasses override what they need.
+
+    A hook that keeps one record per prefill (EAH's chosen heads, VAR's counts) reports how many it holds
+    (``prefill_count``) and can merge the records since a given one (``merge_prefills``): a decoder that runs
+    one prefill per sample (OPERA) turns them back into one record of the batch.
     """
 
     modifies: bool = False
@@ -120,6 +124,12 @@ class LayerHook:
     def __call__(self, call: AttentionCall) -> Tensor:
         assert call.probs is not None
         return call.probs
+
+    def prefill_count(self) -> int:
+        return 0
+
+    def merge_prefills(self, start: int) -> None:
+        """Make the records of the prefills since ``start`` one record (rows in order); no-op without records."""
 
 
 _LAYER_HOOKS: weakref.WeakKeyDictionary[nn.Module, list[LayerHook]] = weakref.WeakKeyDictionary()

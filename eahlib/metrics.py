@@ -374,17 +374,32 @@ def massive_activation_sinks(
     Returns:
         ``[B, N]`` bool.
     """
-    if hidden_states.dim() != 3:
-        raise ValueError(f"hidden_states must be [batch, seq, hidden], got {list(hidden_states.shape)}.")
     if isinstance(dims, str):
         if dims not in MASSIVE_ACTIVATION_DIMS:
             raise ValueError(f"Unknown massive-activation dims {dims!r}; known: {sorted(MASSIVE_ACTIVATION_DIMS)}.")
         dims = MASSIVE_ACTIVATION_DIMS[dims]
-    x = hidden_states.float()
-    rms = x.pow(2).mean(-1, keepdim=True).add(1e-6).sqrt()
+    magnitude = normalised_magnitude(hidden_states)
     if dims is not None:
-        index = torch.as_tensor(list(dims), dtype=torch.long, device=x.device)
-        if index.numel() == 0 or int(index.max()) >= x.shape[-1] or int(index.min()) < -x.shape[-1]:
-            raise ValueError(f"dims {list(dims)} are out of range for hidden size {x.shape[-1]}.")
-        x = x.index_select(-1, index)
-    return (x.abs() / rms).amax(-1) > tau
+        index = torch.as_tensor(list(dims), dtype=torch.long, device=magnitude.device)
+        if index.numel() == 0 or int(index.max()) >= magnitude.shape[-1] or int(index.min()) < -magnitude.shape[-1]:
+            raise ValueError(f"dims {list(dims)} are out of range for hidden size {magnitude.shape[-1]}.")
+        magnitude = magnitude.index_select(-1, index)
+    return magnitude.amax(-1) > tau
+
+
+def normalised_magnitude(hidden_states: Tensor) -> Tensor:
+    """Each entry's magnitude relative to its token's root mean square, ``|x_d| / rms(x)``.
+
+    ``rms(x) = sqrt(mean(x^2) + 1e-6)`` in float32, without a learned weight (an RMSNorm's input scale).
+    No entry can exceed ``sqrt(D)``, which a token reaches when one dimension holds all of its norm.
+
+    Args:
+        hidden_states: ``[B, N, D]``.
+
+    Returns:
+        ``[B, N, D]`` float32.
+    """
+    if hidden_states.dim() != 3:
+        raise ValueError(f"hidden_states must be [batch, seq, hidden], got {list(hidden_states.shape)}.")
+    x = hidden_states.float()
+    return x.abs() / x.pow(2).mean(-1, keepdim=True).add(1e-6).sqrt()

@@ -206,3 +206,15 @@ def test_massive_activation_sinks() -> None:
     big[0, 1, 2533] = 1e4
     big[0, :, 0] = 1.0
     assert eah.massive_activation_sinks(big, dims="llava-1.5-7b").tolist() == [[False, True]]
+
+
+def test_normalised_magnitude() -> None:
+    hidden = torch.tensor([[[3.0, -4.0, 0.0, 0.0], [0.0, 0.0, 0.0, 2.0]]])
+    # rms of the first token: sqrt((9 + 16) / 4 + 1e-6); the second holds all its norm in one entry: sqrt(4)
+    expected = torch.tensor([[[3.0, 4.0, 0.0, 0.0], [0.0, 0.0, 0.0, 2.0]]])
+    expected[0, 0] /= math.sqrt(25 / 4 + 1e-6)
+    expected[0, 1] /= math.sqrt(1 + 1e-6)
+    torch.testing.assert_close(eah.normalised_magnitude(hidden), expected)
+    assert eah.normalised_magnitude(hidden.half()).dtype == torch.float32
+    with pytest.raises(ValueError, match=r"\[batch, seq, hidden\]"):
+        eah.normalised_magnitude(hidden[0])

@@ -128,6 +128,14 @@ class EnhancedHeads(LayerHook):
         self.chosen_heads.append(chosen)
         return chosen.to(call.probs.device)
 
+    def prefill_count(self) -> int:
+        return len(self.chosen_heads)
+
+    def merge_prefills(self, start: int) -> None:
+        if len(self.chosen_heads) - start > 1:
+            self.chosen_heads[start:] = [torch.cat(self.chosen_heads[start:])]
+            self.densities[start:] = [torch.cat(self.densities[start:])]
+
     def settings(self) -> dict[str, object]:
         """The parameters in effect, for result records."""
         return {

@@ -75,7 +75,6 @@ from torch import Tensor, nn
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from eahlib.attention import AttentionCall, LayerHook, active_hooks, layer_hooks
-from eahlib.interventions.eah import EnhancedHeads
 from eahlib.interventions.vhr import active_reinforcement
 from eahlib.methods.registry import Component, register
 from eahlib.models import decoder_layers, image_token_mask
@@ -605,14 +604,6 @@ def _unpack(model: nn.Module, inputs: Mapping[str, Any], key: str, grid_key: str
     return out
 
 
-def _merge_eah_records(hooks: Sequence[EnhancedHeads], before: Sequence[int]) -> None:
-    """EAH records one entry per prefill; the per-sample prefills of one batch become one entry."""
-    for hook, start in zip(hooks, before):
-        if len(hook.chosen_heads) - start > 1:
-            hook.chosen_heads[start:] = [torch.cat(hook.chosen_heads[start:])]
-            hook.densities[start:] = [torch.cat(hook.densities[start:])]
-
-
 def opera_generate(
     model: nn.Module,
     inputs: Mapping[str, Any],
@@ -630,9 +621,9 @@ def opera_generate(
         traces: if given, one :class:`OperaTrace` per sample is appended.
     """
     settings = settings or OperaSettings()
-    eah_hooks = [h for hooks in active_hooks(model).values() for h in hooks if isinstance(h, EnhancedHeads)]
-    before = [len(h.chosen_heads) for h in eah_hooks]
-    vhr = active_reinforcement(model)
+    recorders = list({id(h): h for hooks in active_hooks(model).values() for h in hooks}.values())  # per-prefill records
+    before = [h.prefill_count() for h in recorders]
+    vhr = active_reinforcement(model)  # VHR's records live on its output-projection hooks, not on a LayerHook
     vhr_before = len(vhr.reinforced) if vhr is not None else 0
     new_tokens = []
     with watch_last_layer(model) as watcher, torch.no_grad():
@@ -644,7 +635,8 @@ def opera_generate(
             new_tokens.append(out[0, sample["input_ids"].shape[1]:])
             if trace is not None:
                 traces.append(trace)
-    _merge_eah_records(eah_hooks, before)
+    for hook, start in zip(recorders, before):  # the per-sample prefills of one batch become one record
+        hook.merge_prefills(start)
     if vhr is not None:
         vhr.merge_prefills(vhr_before)
     config = model.generation_config

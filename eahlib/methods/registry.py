@@ -60,8 +60,8 @@ COMPONENTS: dict[str, Component] = {}
 
 BUILTIN_MODULES: tuple[str, ...] = (
     "eahlib.methods.builtin", "eahlib.methods.pai", "eahlib.methods.vcd", "eahlib.methods.dola",
-    "eahlib.methods.opera", "eahlib.interventions.eah", "eahlib.interventions.ablation", "eahlib.interventions.vhr",
-    "eahlib.interventions.vaf", "eahlib.interventions.heads_guided",
+    "eahlib.methods.opera", "eahlib.interventions.eah", "eahlib.interventions.ablation", "eahlib.interventions.var",
+    "eahlib.interventions.vhr", "eahlib.interventions.vaf", "eahlib.interventions.heads_guided",
 )
 """Modules that register the shipped components when imported (one module per method): decoders in
 ``eahlib.methods``, interventions in ``eahlib.interventions``."""
