@@ -741,6 +741,9 @@ def load_model(
     import transformers
 
     if name_or_path in BUILTIN_MODELS:
+        if kwargs:
+            raise TypeError(f"load_model({name_or_path!r}) builds the model in code and takes dtype and device_map only; "
+                            f"got {sorted(kwargs)} (from_pretrained arguments apply to hub checkpoints).")
         module_name, function = BUILTIN_MODELS[name_or_path].split(":")
         model, processor = getattr(importlib.import_module(module_name), function)()
         if dtype != "auto":

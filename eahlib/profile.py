@@ -160,6 +160,10 @@ def sink_profile(
         ValueError: the layers have different head counts (profile each group with ``layers=``).
     """
     criterion = sink_criterion(threshold, relative_threshold)
+    stray = sorted(name for name, value in inputs.items() if not isinstance(value, Tensor))
+    if stray:
+        raise TypeError(f"sink_profile got {stray}, which are neither its own arguments nor model input tensors "
+                        "(a misspelled argument?); its arguments: threshold, normalizer, relative_threshold, layers.")
     if "input_ids" not in inputs:
         raise ValueError("sink_profile needs input_ids (to find the image tokens); pass the processor's output.")
     layer_ids = attention_layers(model) if layers is None else list(layers)

@@ -452,3 +452,8 @@ def test_a_flan_t5_checkpoint_is_refused_as_an_encoder_decoder_naming_a_decoder_
     with pytest.raises(ValueError, match=rf"T5ForConditionalGeneration is an encoder-decoder.*\(e.g. {checkpoint}\)"):
         with eah.enhance_attention_heads(model, layer=0):
             pass
+
+
+def test_a_built_in_model_refuses_arguments_it_would_ignore() -> None:
+    with pytest.raises(TypeError, match=r"takes dtype and device_map only; got \['dtyp'\]"):
+        eah.load_model("tiny-random-llava", dtyp="bfloat16")

@@ -73,3 +73,9 @@ def test_a_layer_that_runs_its_attention_twice_is_refused(llava) -> None:
     layer.forward = looped
     with pytest.raises(RuntimeError, match=r"this many times in one forward: \{1: 2\}"):
         eah.sink_profile(model, relative_threshold=1.0, **make_inputs(PROMPTS))
+
+
+def test_a_misspelled_argument_is_refused_not_passed_to_the_model(llava) -> None:
+    model, make_inputs = llava
+    with pytest.raises(TypeError, match=r"sink_profile got \['threshhold'\]"):
+        eah.sink_profile(model, threshhold=8e-4, **make_inputs(PROMPTS))
