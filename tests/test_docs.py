@@ -24,7 +24,7 @@ import pytest
 from PIL import Image
 
 import eahlib
-from eahlib import models
+from eahlib import docgen, models
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -96,6 +96,10 @@ def workdir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monkey
     monkeypatch.chdir(folder)
     monkeypatch.setattr(eahlib, "load_model", _stand_in_loader(models.load_model))
     return folder
+
+
+def test_generated_sections_are_current() -> None:
+    assert docgen.stale() == [], "run `python -m eahlib.docgen --write`"
 
 
 def test_the_pages_have_python_blocks() -> None:

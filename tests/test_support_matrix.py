@@ -13,7 +13,6 @@ with that reason.
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,13 +20,12 @@ import torch
 from torch import nn
 
 import eahlib as eah
-from eahlib import support
+from eahlib import docgen, support
 from eahlib.attention import eahlib_attention
 from eahlib.metrics import RELATIVE_TOLERANCE
 from eahlib.models import GENERIC_FAMILY, attention_layers, family_of_model_type, model_family, text_config
 from eahlib.testing.families import SLIDING_WINDOW, TINY_FAMILIES, UNSERVED_EVIDENCE
 
-ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = [[5, 6, 7, 8, 9, 10, 11], [12, 13], [14, 15, 16, 17]]
 """Text prompts of three lengths (left padding); with the image, every prompt is longer than the window."""
 K = 1.0
@@ -74,9 +72,10 @@ def test_every_installed_model_type_has_a_row() -> None:
     assert sorted(TINY_FAMILIES) == SERVED, "one tiny builder per served model type"
 
 
-def test_the_readme_table_is_the_matrix() -> None:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert support.readme_section(readme) == support.markdown(), "run `python -m eahlib.support --write README.md`"
+def test_the_documentation_shows_the_matrix() -> None:
+    sections = [page for page in docgen.pages() if "<!-- generated:support-matrix -->" in page.read_text()]
+    assert sections, "a documentation page holds the generated support matrix"
+    assert not [s for s in docgen.stale() if s.endswith(": support-matrix")], "run `python -m eahlib.docgen --write`"
 
 
 @pytest.mark.parametrize("model_type", SERVED)
