@@ -502,6 +502,21 @@ def language_model(model: nn.Module) -> nn.Module:
     return module
 
 
+def output_embeddings(model: nn.Module) -> nn.Module:
+    """The LM head: the full model's output embeddings, or else its language model's (a family whose language model
+    is a whole causal LM at the top, as Nemotron-H Omni's, keeps the head there and exposes none itself).
+
+    Raises:
+        ValueError: neither has one.
+    """
+    head = model.get_output_embeddings()
+    if head is None:
+        head = language_model(model).get_output_embeddings()
+    if head is None:
+        raise ValueError(f"{type(model).__name__} has no output embeddings (LM head), in itself or its language model.")
+    return head
+
+
 def text_config(model: nn.Module) -> Any:
     """The language model's config object (shared with the language model module)."""
     family = model_family(model)

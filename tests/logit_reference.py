@@ -28,7 +28,16 @@ from transformers.utils import ModelOutput
 from eahlib.attention import AttentionCall, LayerHook, PromptTracker, active_hooks, layer_hooks, track_prompts
 from eahlib.bench.runner import Item, generate_records, read_records
 from eahlib.methods import resolve_method
-from eahlib.models import attention_layers, attention_module, decoder, decoder_layers, model_family, text_config
+from eahlib.models import (
+    attention_layers,
+    attention_module,
+    decoder,
+    decoder_layers,
+    image_token_ids,
+    model_family,
+    output_embeddings,
+    text_config,
+)
 from eahlib.testing import IMAGE_TOKEN, PAD, VOCAB, tiny_llava, tiny_llava_pipeline
 from tests.conftest import PROMPTS
 
@@ -49,14 +58,15 @@ def focused(model: nn.Module) -> nn.Module:
 
 
 def sharpened(builder: Callable[[int], tuple[nn.Module, Callable]]) -> tuple[nn.Module, Callable]:
-    """A tiny model with a sharpened LM head that never chooses the image token (its logit is 0, far below the
-    best token's: a generated image token would have no image features in a forward of the whole sequence);
-    every row runs every step; padding id set."""
+    """A tiny model with a sharpened LM head that never chooses a visual token, image or video (its logit is 0, far
+    below the best token's: a generated visual token would have no features in a forward of the whole sequence, and
+    the methods count it as text while a forward reading ids would count it as image); every row runs every step;
+    padding id set."""
     model, make_inputs = builder(0)
     with torch.no_grad():
-        head = model.get_output_embeddings().weight
+        head = output_embeddings(model).weight
         head.mul_(SHARPEN)
-        head[IMAGE_TOKEN] = 0.0
+        head[image_token_ids(model)] = 0.0
     model.generation_config.pad_token_id = PAD
     model.generation_config.eos_token_id = None
     return model, make_inputs

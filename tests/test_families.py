@@ -10,8 +10,9 @@ import torch
 
 import eahlib as eah
 from eahlib.attention import _PADDING_SOURCES, AttentionCall
-from eahlib.models import FAMILIES, UNSERVED, family_of_model_type, model_family
-from eahlib.testing import IMAGE_TOKEN, TINY_MODELS, _clip_vision, _left_pad, _seeded_images, _text_config
+from eahlib.methods import resolve_method
+from eahlib.models import FAMILIES, UNSERVED, family_of_model_type, language_model, model_family, output_embeddings
+from eahlib.testing import IMAGE_TOKEN, PAD, TINY_MODELS, _clip_vision, _left_pad, _seeded_images, _text_config
 from eahlib.testing.families import TINY_FAMILIES, _siglip_vision, tiny_dots3_note, tiny_hy_v4_vl, tiny_qwen4_exp
 from tests.conftest import PROMPTS
 from tests.test_support_matrix import independent_density
@@ -160,6 +161,17 @@ def test_the_attention_function_applies_a_sparse_layers_indices() -> None:
     for name in ("eahlib_sdpa", "eahlib_eager"):
         got, _ = AttentionInterface()[name](module, query, key, value, causal, indices=indices)
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_dola_reads_early_layers_through_the_head_a_language_model_at_the_top_keeps() -> None:
+    """Nemotron-H Omni keeps its LM head in its language model (a whole causal LM at the top) and exposes none
+    itself: the head is found there, and DoLa contrasts through it."""
+    model, make_inputs = TINY_FAMILIES["nemotron_h_omni"](0)
+    model.generation_config.pad_token_id = PAD
+    assert model.get_output_embeddings() is None
+    assert output_embeddings(model) is language_model(model).get_output_embeddings() is not None
+    generation = resolve_method("dola", {"dola": {"layers": [0]}}).generate(model, make_inputs(PROMPTS), 3)
+    assert generation.tokens.shape == (len(PROMPTS), 3)
 
 
 def test_a_token_whose_selection_drops_its_own_key_is_still_real() -> None:
