@@ -134,6 +134,21 @@ def test_the_guidance_on_hand_made_logits() -> None:
     assert torch.isfinite(guided.softmax(-1)).all() and not torch.equal(guided, scores)
 
 
+def test_a_head_that_masks_an_image_key_keeps_it_masked_and_out_of_the_mean() -> None:
+    """A block-sparse layer's heads each keep their own keys: an image key one head masked (its logit the float32
+    minimum) gains in the other heads the mean magnitude over them alone, and stays masked in that head (the released
+    mean over every head would take the minimum's magnitude and overflow)."""
+    minimum = torch.finfo(torch.float32).min
+    scores = torch.tensor([[[[1.0, -2.0, 3.0]], [[-1.0, 4.0, minimum]], [[2.0, minimum, 5.0]]]])  # [1, 3, 1, 3]
+    attended = scores > minimum / 2
+    image = torch.tensor([[True, True, False]])
+    guided = guide_by_heads(scores, image, attended, 0.5)
+    expected = torch.tensor([[[[1.0 + 0.5 * 4 / 3, -2.0 + 0.5 * 3, 3.0]], [[-1.0 + 0.5 * 4 / 3, 4.0 + 0.5 * 3, minimum]],
+                              [[2.0 + 0.5 * 4 / 3, minimum, 5.0]]]])
+    torch.testing.assert_close(guided, expected, rtol=1e-6, atol=1e-6)
+    assert torch.isfinite(guided.softmax(-1)).all()
+
+
 def test_a_sample_in_a_padded_batch_equals_it_alone() -> None:
     model, make_inputs = sharpened(tiny_llava)
     inputs = make_inputs(PROMPTS)

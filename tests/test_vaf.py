@@ -158,6 +158,12 @@ def test_scaling_the_masked_logits_equals_scaling_then_masking() -> None:
     torch.testing.assert_close(edited.softmax(-1), scale_then_mask.softmax(-1), rtol=1e-6, atol=0)
     assert torch.equal(edited[~visible[:, None].expand_as(edited)], (raw + mask)[~visible[:, None].expand_as(raw)])
     assert not torch.allclose(edited.softmax(-1), (raw + mask).softmax(-1))
+    per_head = visible[:, None].repeat(1, 3, 1, 1)  # a block-sparse layer's heads each keep their own keys
+    per_head[:, 1, :, 2] = False
+    head_mask = torch.where(per_head, 0.0, minimum)
+    edited = amplify_visual_logits(raw + head_mask, rows, image, system, per_head, 1.3, 0.7)
+    torch.testing.assert_close(edited.softmax(-1), (raw * factor + head_mask).softmax(-1), rtol=1e-6, atol=0)
+    assert torch.equal(edited[~per_head], (raw + head_mask)[~per_head])
 
 
 def test_a_sample_in_a_padded_batch_equals_it_alone() -> None:

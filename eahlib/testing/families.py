@@ -896,16 +896,17 @@ def tiny_qwen3_omni_moe_thinker(seed: int = 0) -> tuple[nn.Module, InputBuilder]
     return _patch_grid_model(model, seed, [95], [96], token_types=False)
 
 
-def tiny_minimax_m3_vl(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+def tiny_minimax_m3_vl(seed: int = 0, index_topk_blocks: int = 64) -> tuple[nn.Module, InputBuilder]:
     """MiniMax-M3: an MoE language model whose first layer is a lightning-indexer block-sparse layer (blocks of 2
-    keys, the top 64 blocks: every block at this prompt length) and whose second is full attention; GQA, partial
-    RoPE; a Qwen2.5-VL-style patch tower."""
+    keys, per query and indexer head the top ``index_topk_blocks`` blocks: by default every block at this prompt
+    length; 2 indexer heads for 4 query heads) and whose second is full attention; GQA, partial RoPE; a
+    Qwen2.5-VL-style patch tower."""
     from transformers import MiniMaxM3SparseForConditionalGeneration, MiniMaxM3VLConfig
 
     text = _text_config(num_key_value_heads=2, head_dim=8, rotary_dim=4, dense_intermediate_size=64,
                         shared_intermediate_size=16, num_local_experts=4, num_experts_per_tok=2,
                         mlp_layer_types=["dense", "sparse"], layer_types=["minimax_m3_sparse", "full_attention"],
-                        index_n_heads=2, index_head_dim=8, index_block_size=2, index_topk_blocks=64)
+                        index_n_heads=2, index_head_dim=8, index_block_size=2, index_topk_blocks=index_topk_blocks)
     vision = {k: v for k, v in _siglip_vision().items() if k != "image_size"}
     vision |= {"temporal_patch_size": 2, "spatial_merge_size": 2}
     config = MiniMaxM3VLConfig(text_config=text, vision_config=vision, image_token_index=IMAGE_TOKEN,
