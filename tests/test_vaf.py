@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+from functools import partial
 
 import numpy as np
 import pytest
@@ -16,13 +17,13 @@ from PIL import Image
 from torch import nn
 
 import eahlib as eah
-from eahlib.attention import AttentionCall, active_hooks, track_prompt_keys
+from eahlib.attention import AttentionCall, LayerHook, active_hooks, layer_hooks, track_prompt_keys
 from eahlib.interventions.vaf import DEPTH, VisualAmplification, amplify_visual_attention, amplify_visual_logits
 from eahlib.methods import resolve_method
 from eahlib.methods.vcd import diffusion_noise
 from eahlib.models import attention_layers, attention_module, layers_at_depth, text_config
 from eahlib.testing import BOS, IMAGE, IMAGE_TOKEN, TINY_MODELS, tiny_llava, tiny_llava_pipeline
-from eahlib.testing.families import TINY_FAMILIES
+from eahlib.testing.families import TINY_FAMILIES, tiny_minimax_m3_vl
 from tests.conftest import PROMPTS
 from tests.logit_reference import (
     FAMILY_PROMPTS,
@@ -221,6 +222,38 @@ def test_every_family_each_step_equals_the_edit_of_a_full_forward(name: str) -> 
     assert_every_family_equals_its_reference(
         name, model, make_inputs, lambda: amplify_visual_attention(model, layers=layers, **STRONG), layers,
         lambda prompt_length: vaf_of_the_sequence(model, **STRONG))
+
+
+class LogitsSeen(LayerHook):
+    """Records the logits each call's softmax gets and the keys each head attends (an observer: it runs after the
+    modifying hooks)."""
+
+    def __init__(self) -> None:
+        self.logits: list[torch.Tensor] = []
+        self.attended: list[torch.Tensor] = []
+
+    def adjust_scores(self, call: AttentionCall) -> torch.Tensor:
+        self.logits.append(call.scores.clone())
+        self.attended.append(call.attended_by_head.expand_as(call.scores))
+        return call.scores
+
+
+@pytest.mark.parametrize("builder", [TINY_FAMILIES["mistral_large4"], partial(tiny_minimax_m3_vl, index_topk_blocks=2)],
+                         ids=["dsa_per_query", "block_sparse_per_head"])
+def test_the_keys_a_sparse_layer_left_out_keep_their_masked_logits(builder) -> None:
+    """A sparse layer's indexer leaves image keys out of some rows after the image (in some heads): their logits stay
+    exactly as the mask left them, while the attended ones are scaled."""
+    model, make_inputs = builder(0)
+    inputs = make_inputs(FAMILY_PROMPTS)
+    seen = LogitsSeen()
+    with layer_hooks(model, {0: seen}), torch.no_grad():
+        model(**inputs)
+        with amplify_visual_attention(model, layers=[0], **STRONG):
+            model(**inputs)
+    (stock, edited), attended = seen.logits, seen.attended[1]
+    image = eah.image_token_mask(model, inputs["input_ids"])[:, None, None, :].expand_as(stock)
+    assert (image & ~attended).any() and torch.equal(edited[~attended], stock[~attended])
+    assert not torch.equal(edited[attended & image], stock[attended & image])
 
 
 def test_a_sliding_window_layer_edits_the_image_keys_it_still_sees_at_each_step() -> None:
