@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import eahlib as eah
-from eahlib.attention import _PADDING_SOURCES, AttentionCall
+from eahlib.attention import _KEY_BLOCK_SIZES, _PADDING_SOURCES, AttentionCall
 from eahlib.methods import resolve_method
 from eahlib.models import FAMILIES, UNSERVED, family_of_model_type, language_model, model_family, output_embeddings
 from eahlib.testing import IMAGE_TOKEN, PAD, TINY_MODELS, _clip_vision, _left_pad, _seeded_images, _text_config
@@ -197,6 +197,20 @@ def test_a_block_sparse_layer_keeps_each_heads_selection_under_eahlib() -> None:
             run = model.generate(**inputs, **settings)
     assert torch.equal(run.sequences, stock_run.sequences)
     assert all(torch.equal(a, b) for a, b in zip(run.logits, stock_run.logits))
+    assert not any(module in _KEY_BLOCK_SIZES for module in model.modules())  # nothing left once eahlib is off
+
+
+def test_block_indices_of_a_layer_whose_family_names_no_block_size_are_refused() -> None:
+    """``block_indices`` mean nothing without the keys per block, which only the family row names: a module outside
+    an active model of such a family gets a clear error, not a guessed mask."""
+    from transformers import AttentionInterface
+
+    module = torch.nn.Module()
+    module.is_causal, module.num_key_value_groups, module.training = True, 1, False
+    query = key = value = torch.zeros(1, 2, 4, 4)
+    blocks = torch.zeros(1, 1, 4, 1, dtype=torch.long)
+    with pytest.raises(NotImplementedError, match="names no key_block_size"):
+        AttentionInterface()["eahlib_sdpa"](module, query, key, value, None, block_indices=blocks)
 
 
 def test_dola_reads_early_layers_through_the_head_a_language_model_at_the_top_keeps() -> None:
