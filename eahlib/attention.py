@@ -57,8 +57,9 @@ class AttentionCall:
         visible: ``[B, q, k]`` bool, query ``i`` may attend key ``j`` under this layer's own mask
             (causal, sliding window, chunked, bidirectional blocks, padding).
         is_prefill: no cached keys (``q == k``): the call processes the whole sequence.
-        selected: ``[B, q, k]`` bool, the keys a sparse-attention layer's indexer kept for each query
-            (``None``: no selection); the scores already mask the others.
+        selected: the keys a sparse-attention layer's indexer kept for each query, ``[B, q, k]`` bool, or
+            ``[B, H, q, k]`` where each head has its own selection (``None``: no selection); the scores already mask
+            the others.
         padding: ``[B, k]`` the padding mask the language model was called with (1 = real token), when a prompt
             tracker (:func:`track_prompts`) saw it as one tensor of this length; ``None`` otherwise.
     """
@@ -73,8 +74,19 @@ class AttentionCall:
 
     @property
     def attended(self) -> Tensor:
-        """``[B, q, k]`` bool: the keys each query attends, its own mask and a sparse layer's selection together."""
-        return self.visible if self.selected is None else self.visible & self.selected
+        """``[B, q, k]`` bool: the keys each query attends (in some head), its own mask and a sparse layer's selection
+        together."""
+        if self.selected is None:
+            return self.visible
+        return self.visible & (self.selected if self.selected.dim() == 3 else self.selected.any(1))
+
+    @property
+    def attended_by_head(self) -> Tensor:
+        """``[B, H, q, k]`` bool, or ``[B, 1, q, k]`` where every head attends alike: the keys each head of each query
+        attends, the only logits the mask leaves unchanged (it adds exactly 0 there)."""
+        if self.selected is None or self.selected.dim() == 3:
+            return self.attended.unsqueeze(1)
+        return self.visible.unsqueeze(1) & self.selected
 
     @property
     def real_keys(self) -> Tensor:
@@ -285,11 +297,40 @@ def selected_keys(indices: Tensor, key_length: int) -> Tensor:
     return selected.scatter_(-1, slots, True)[..., :key_length]
 
 
+def selected_blocks(block_indices: Tensor, block_size: int, key_length: int, heads: int) -> Tensor:
+    """The keys a block-sparse layer (MiniMax-M3's lightning indexer) keeps for each query head.
+
+    Its indexer picks, per query and indexer head, blocks of ``block_size`` consecutive keys (block ``i``: keys
+    ``i * block_size ..``); each indexer head serves a group of consecutive query heads. The layer folds them into
+    its mask only under the implementations named ``"eager"`` and ``"sdpa"``; under any other name it hands them
+    over as ``block_indices``, and eahlib applies them as that mask would.
+
+    Args:
+        block_indices: ``[B, H_idx, q, topk]`` block indices; ``-1`` marks an empty slot.
+        block_size: keys per block.
+        key_length: ``k``.
+        heads: the query heads ``H``, a multiple of ``H_idx``.
+
+    Returns:
+        ``[B, H, q, k]`` bool.
+    """
+    if block_indices.dim() != 4 or heads % block_indices.shape[1]:
+        raise NotImplementedError(
+            f"Block-sparse indices of shape {list(block_indices.shape)} for {heads} query heads: eahlib's attention "
+            "reads a [batch, indexer heads, query, top-k] block selection whose indexer heads divide the query heads."
+        )
+    blocks = -(-key_length // block_size)
+    kept = selected_keys(block_indices.flatten(0, 1), blocks).unflatten(0, block_indices.shape[:2])
+    keys = kept.repeat_interleave(block_size, dim=-1)[..., :key_length]  # [B, H_idx, q, k]
+    return keys.repeat_interleave(heads // block_indices.shape[1], dim=1)
+
+
 def _mask_with_selection(attention_mask: Tensor | None, selected: Tensor, causal: bool) -> Tensor:
-    """``[B, 1, q, k]`` bool: the layer's mask restricted to the ``[B, q, k]`` selected keys."""
-    batch, query_length, key_length = selected.shape
+    """``[B, 1 or H, q, k]`` bool: the layer's mask restricted to the selected keys (``[B, q, k]``, or per head
+    ``[B, H, q, k]``)."""
+    batch, query_length, key_length = selected.shape[0], selected.shape[-2], selected.shape[-1]
     visible = visible_keys(attention_mask, batch, query_length, key_length, selected.device, causal)
-    return (visible & selected).unsqueeze(1)
+    return visible.unsqueeze(1) & (selected if selected.dim() == 4 else selected.unsqueeze(1))
 
 
 @dataclass(frozen=True)
@@ -301,7 +342,12 @@ class LayerExtras:
         sinks: sink logits (``[H]`` or ``[B, H, q, 1]``; see :func:`attention_probabilities`).
         position_bias: additive logits (T5-style relative positions, Inkling).
         causal: what a missing mask means (``is_causal``, from the call or the module, as SDPA reads it).
-        selected: ``[B, q, k]`` keys a sparse-attention layer's indexer kept (``None``: all).
+        selected: the keys a sparse-attention layer's indexer kept: ``[B, q, k]``, or ``[B, H, q, k]`` where each
+            query head has its own (``None``: all).
+        additive: fold ``selected`` into an additive mask in the queries' dtype (0 kept, the dtype's minimum
+            elsewhere), whatever form the layer's mask has, as a block-sparse layer's own eager/SDPA path does (a
+            query with no key left then attends uniformly, where a boolean mask would give it zeros); otherwise the
+            mask keeps its form, as a DSA layer's own path does.
     """
 
     softcap: float | None = None
@@ -309,6 +355,7 @@ class LayerExtras:
     position_bias: Tensor | None = None
     causal: bool = True
     selected: Tensor | None = None
+    additive: bool = False
 
     @classmethod
     def of_call(cls, module: nn.Module, query: Tensor, key: Tensor, kwargs: dict[str, Any]) -> LayerExtras:
@@ -322,18 +369,37 @@ class LayerExtras:
                 "so this layer cannot provide probabilities."
             )
         causal = kwargs.get("is_causal")
-        indices = kwargs.get("indices")
+        indices, blocks = kwargs.get("indices"), kwargs.get("block_indices")
+        selected = None if indices is None else selected_keys(indices, key.shape[2])
+        if blocks is not None:
+            block_size = _KEY_BLOCK_SIZES.get(module)
+            if block_size is None:
+                raise NotImplementedError(
+                    f"{type(module).__name__} hands its attention function block_indices (a block-sparse key "
+                    "selection), but its family row in eahlib.models.FAMILIES names no key_block_size, so eahlib "
+                    "cannot tell which keys they keep."
+                )
+            per_head = selected_blocks(blocks, block_size, key.shape[2], query.shape[1])
+            selected = per_head if selected is None else selected.unsqueeze(1) & per_head
         return cls(
             softcap=kwargs.get("softcap"), sinks=sinks, position_bias=kwargs.get("position_bias"),
-            causal=getattr(module, "is_causal", True) if causal is None else bool(causal),
-            selected=None if indices is None else selected_keys(indices, key.shape[2]),
+            causal=getattr(module, "is_causal", True) if causal is None else bool(causal), selected=selected,
+            additive=blocks is not None,
         )
 
-    def mask(self, attention_mask: Tensor | None) -> Tensor | None:
-        """The layer's mask, restricted to the selected keys of a sparse layer."""
-        return attention_mask if self.selected is None else _mask_with_selection(attention_mask, self.selected,
-                                                                                 self.causal)
+    def mask(self, attention_mask: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+        """The layer's mask, restricted to the selected keys of a sparse layer (``dtype``: the queries')."""
+        if self.selected is None:
+            return attention_mask
+        kept = _mask_with_selection(attention_mask, self.selected, self.causal)
+        if not self.additive:
+            return kept
+        return torch.zeros(kept.shape, dtype=dtype, device=kept.device).masked_fill(~kept, torch.finfo(dtype).min)
 
+
+_KEY_BLOCK_SIZES: weakref.WeakKeyDictionary[nn.Module, int] = weakref.WeakKeyDictionary()
+"""Keys per block of the ``block_indices`` each attention module of an active model hands over (see
+:func:`selected_blocks`), from the family's ``key_block_size``."""
 
 _PADDING_SOURCES: weakref.WeakKeyDictionary[nn.Module, list[PromptTracker]] = weakref.WeakKeyDictionary()
 """The prompt trackers watching the model of each attention module, innermost last (see :func:`track_prompts`)."""
@@ -358,7 +424,7 @@ def _explicit_attention(
     hooks: list[LayerHook],
     extras: LayerExtras,
 ) -> tuple[Tensor, Tensor]:
-    scores = attention_scores(module, query, key, extras.mask(attention_mask), scaling, extras.softcap,
+    scores = attention_scores(module, query, key, extras.mask(attention_mask, query.dtype), scaling, extras.softcap,
                               extras.position_bias, extras.causal)
     visible = visible_keys(attention_mask, query.shape[0], query.shape[2], key.shape[2], query.device, extras.causal)
     call = AttentionCall(module, scores, None, visible, query.shape[2] == key.shape[2], extras.selected,
@@ -392,10 +458,11 @@ def _eahlib_attention(
     layer's own mask, sparse-attention key selections included); a private stream's calls skip the hooks."""
     extras = LayerExtras.of_call(module, query, key, kwargs)
     kwargs.pop("indices", None)
+    kwargs.pop("block_indices", None)
     hooks = [] if in_private_stream() else _LAYER_HOOKS.get(module, [])
     active = [h for h in hooks if h.wants_probabilities(query.shape[2] == key.shape[2])]
     if not active and base == "sdpa":
-        return sdpa_attention_forward(module, query, key, value, extras.mask(attention_mask), dropout=dropout,
+        return sdpa_attention_forward(module, query, key, value, extras.mask(attention_mask, query.dtype), dropout=dropout,
                                       scaling=scaling, **kwargs)
     return _explicit_attention(module, query, key, value, attention_mask, scaling, dropout, active, extras)
 
@@ -421,6 +488,18 @@ def _set_text_attention(model: nn.Module, implementation: str) -> None:
     model.set_attn_implementation(request)
 
 
+def _key_block_size(model: nn.Module) -> int | None:
+    """Keys per block of the family's block-sparse selection (``key_block_size``), or ``None``."""
+    attribute = model_family(model).key_block_size
+    if not attribute:
+        return None
+    size = getattr(text_config(model), attribute, None)
+    if not isinstance(size, int) or size < 1:
+        raise ValueError(f"{type(model).__name__}'s text config has no positive integer `{attribute}` (the keys per "
+                         f"block of its block-sparse selection), got {size!r}.")
+    return size
+
+
 @contextlib.contextmanager
 def eahlib_attention(model: nn.Module) -> Iterator[None]:
     """Route the language model's attention through eahlib's registered function.
@@ -442,8 +521,11 @@ def eahlib_attention(model: nn.Module) -> Iterator[None]:
                 f"probabilities. Load the model with attn_implementation='sdpa' (or 'eager'), or call "
                 "model.set_attn_implementation('sdpa') first."
             )
+        block_size = _key_block_size(model)
         _set_text_attention(model, NAME_PREFIX + original)
         state = _ACTIVE_MODELS[model] = _Activation(count=0, original=original)
+        for layer in attention_layers(model) if block_size is not None else ():
+            _KEY_BLOCK_SIZES[attention_module(model, layer)] = block_size
     state.count += 1
     try:
         yield
@@ -451,6 +533,8 @@ def eahlib_attention(model: nn.Module) -> Iterator[None]:
         state.count -= 1
         if state.count == 0:
             del _ACTIVE_MODELS[model]
+            for layer in attention_layers(model):
+                _KEY_BLOCK_SIZES.pop(attention_module(model, layer), None)
             _set_text_attention(model, state.original)
 
 

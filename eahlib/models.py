@@ -40,6 +40,9 @@ class ModelFamily:
         auto_class: the ``transformers`` auto class that loads the family's checkpoints.
         output_projection: attribute of the self-attention module holding the output projection, whose input
             is the heads' outputs side by side (``[B, q, H * d]``), before they are mixed.
+        key_block_size: attribute of the text config holding the number of keys per block of the ``block_indices``
+            that a block-sparse layer hands its attention function instead of folding them into its mask
+            (MiniMax-M3's lightning indexer); empty: the family's layers hand none.
         notes: what is special about the family for eahlib (masks, layout), shown in the support matrix.
     """
 
@@ -55,6 +58,7 @@ class ModelFamily:
     auto_class: str = "AutoModelForImageTextToText"
     notes: str = ""
     output_projection: str = "o_proj"
+    key_block_size: str = ""
 
 
 @dataclass(frozen=True)
@@ -254,10 +258,9 @@ FAMILIES: tuple[ModelFamily, ...] = (
                       "through per_layer_config: profile them apart with layers=), head-gated attention output, GQA"),
     ModelFamily("minimax_m3_vl", ("minimax_m3_vl",), ("MiniMaxM3SparseForConditionalGeneration",),
                 "model.language_model", "text_config", ("image_token_index", "video_token_index"),
-                "MiniMaxAI/MiniMax-M3",
-                notes="MoE language model: lightning-indexer block-sparse layers between full attention layers, "
-                      "GQA, partial RoPE; the block selection is applied under eager/SDPA only, so eahlib's "
-                      "attention is exact up to index_topk_blocks x index_block_size keys (2048 in the checkpoint)"),
+                "MiniMaxAI/MiniMax-M3", key_block_size="index_block_size",
+                notes="MoE language model: lightning-indexer block-sparse layers (top key blocks per query and "
+                      "indexer head) between full attention layers, GQA, partial RoPE"),
     ModelFamily("qwen2_5_omni_thinker", ("qwen2_5_omni_thinker",), ("Qwen2_5OmniThinkerForConditionalGeneration",),
                 "model.language_model", "text_config", ("image_token_index", "video_token_index"),
                 "Qwen/Qwen2.5-Omni-7B",
@@ -500,6 +503,21 @@ def language_model(model: nn.Module) -> nn.Module:
     if module is None:
         raise ValueError(f"{type(model).__name__}: no language model at `{family.language_model}`.")
     return module
+
+
+def output_embeddings(model: nn.Module) -> nn.Module:
+    """The LM head: the full model's output embeddings, or else its language model's (a family whose language model
+    is a whole causal LM at the top, as Nemotron-H Omni's, keeps the head there and exposes none itself).
+
+    Raises:
+        ValueError: neither has one.
+    """
+    head = model.get_output_embeddings()
+    if head is None:
+        head = language_model(model).get_output_embeddings()
+    if head is None:
+        raise ValueError(f"{type(model).__name__} has no output embeddings (LM head), in itself or its language model.")
+    return head
 
 
 def text_config(model: nn.Module) -> Any:

@@ -9,10 +9,18 @@ import pytest
 import torch
 
 import eahlib as eah
-from eahlib.attention import _PADDING_SOURCES, AttentionCall
-from eahlib.models import FAMILIES, UNSERVED, family_of_model_type, model_family
-from eahlib.testing import IMAGE_TOKEN, TINY_MODELS, _clip_vision, _left_pad, _seeded_images, _text_config
-from eahlib.testing.families import TINY_FAMILIES, _siglip_vision, tiny_dots3_note, tiny_hy_v4_vl, tiny_qwen4_exp
+from eahlib.attention import _KEY_BLOCK_SIZES, _PADDING_SOURCES, AttentionCall
+from eahlib.methods import resolve_method
+from eahlib.models import FAMILIES, UNSERVED, family_of_model_type, language_model, model_family, output_embeddings
+from eahlib.testing import IMAGE_TOKEN, PAD, TINY_MODELS, _clip_vision, _left_pad, _seeded_images, _text_config
+from eahlib.testing.families import (
+    TINY_FAMILIES,
+    _siglip_vision,
+    tiny_dots3_note,
+    tiny_hy_v4_vl,
+    tiny_minimax_m3_vl,
+    tiny_qwen4_exp,
+)
 from tests.conftest import PROMPTS
 from tests.test_support_matrix import independent_density
 
@@ -160,6 +168,60 @@ def test_the_attention_function_applies_a_sparse_layers_indices() -> None:
     for name in ("eahlib_sdpa", "eahlib_eager"):
         got, _ = AttentionInterface()[name](module, query, key, value, causal, indices=indices)
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_a_block_sparse_layer_keeps_each_heads_selection_under_eahlib() -> None:
+    """MiniMax-M3's lightning indexer keeps, per query and indexer head, its top blocks of keys, and the layer folds
+    them into an additive mask only under "eager" and "sdpa"; to eahlib's implementations it hands them as
+    ``block_indices``. Both of eahlib's paths attend exactly the keys each head kept, as the stock model does: the
+    pass-through bit for bit, in a forward and in generate (where the indexer reads positions off the padding and
+    leaves a left-padded sample's first queries no key at all, so they attend uniformly)."""
+    model, make_inputs = tiny_minimax_m3_vl(0, index_topk_blocks=2)
+    model.generation_config.pad_token_id = PAD
+    inputs = make_inputs(PROMPTS)
+    real = inputs["attention_mask"].bool()
+    with torch.no_grad():
+        stock = model(**inputs).logits
+        with eah.attention.eahlib_attention(model):
+            assert torch.equal(model(**inputs).logits, stock)
+        with eah.enhance_attention_heads(model, layer=0, threshold=1e9):
+            explicit = model(**inputs).logits
+    torch.testing.assert_close(explicit[real], stock[real], rtol=1e-5, atol=1e-5)
+    kept = captured(model, inputs, [0])[0] > 0  # [B, H, q, k]
+    assert int(kept.sum(-1).transpose(1, 2)[real].max()) == 2 * 2  # two blocks of two keys
+    assert not torch.equal(kept[:, :2], kept[:, 2:])  # each indexer head serves its two query heads
+    settings = {"max_new_tokens": 3, "do_sample": False, "output_logits": True, "return_dict_in_generate": True}
+    with torch.no_grad():
+        stock_run = model.generate(**inputs, **settings)
+        with eah.attention.eahlib_attention(model):
+            run = model.generate(**inputs, **settings)
+    assert torch.equal(run.sequences, stock_run.sequences)
+    assert all(torch.equal(a, b) for a, b in zip(run.logits, stock_run.logits))
+    assert not any(module in _KEY_BLOCK_SIZES for module in model.modules())  # nothing left once eahlib is off
+
+
+def test_block_indices_of_a_layer_whose_family_names_no_block_size_are_refused() -> None:
+    """``block_indices`` mean nothing without the keys per block, which only the family row names: a module outside
+    an active model of such a family gets a clear error, not a guessed mask."""
+    from transformers import AttentionInterface
+
+    module = torch.nn.Module()
+    module.is_causal, module.num_key_value_groups, module.training = True, 1, False
+    query = key = value = torch.zeros(1, 2, 4, 4)
+    blocks = torch.zeros(1, 1, 4, 1, dtype=torch.long)
+    with pytest.raises(NotImplementedError, match="names no key_block_size"):
+        AttentionInterface()["eahlib_sdpa"](module, query, key, value, None, block_indices=blocks)
+
+
+def test_dola_reads_early_layers_through_the_head_a_language_model_at_the_top_keeps() -> None:
+    """Nemotron-H Omni keeps its LM head in its language model (a whole causal LM at the top) and exposes none
+    itself: the head is found there, and DoLa contrasts through it."""
+    model, make_inputs = TINY_FAMILIES["nemotron_h_omni"](0)
+    model.generation_config.pad_token_id = PAD
+    assert model.get_output_embeddings() is None
+    assert output_embeddings(model) is language_model(model).get_output_embeddings() is not None
+    generation = resolve_method("dola", {"dola": {"layers": [0]}}).generate(model, make_inputs(PROMPTS), 3)
+    assert generation.tokens.shape == (len(PROMPTS), 3)
 
 
 def test_a_token_whose_selection_drops_its_own_key_is_still_real() -> None:

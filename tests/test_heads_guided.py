@@ -26,6 +26,7 @@ from tests.logit_reference import (
     FullSequence,
     assert_composes_with_every_decoder,
     assert_each_sample_equals_its_full_forwards,
+    assert_every_family_equals_its_reference,
     assert_new_tokens_in_one_call_equal_one_at_a_time,
     assert_opera_without_penalty_and_rollback_is_beam_search,
     assert_restored_when_the_body_raises,
@@ -134,6 +135,21 @@ def test_the_guidance_on_hand_made_logits() -> None:
     assert torch.isfinite(guided.softmax(-1)).all() and not torch.equal(guided, scores)
 
 
+def test_a_head_that_masks_an_image_key_keeps_it_masked_and_out_of_the_mean() -> None:
+    """A block-sparse layer's heads each keep their own keys: an image key one head masked (its logit the float32
+    minimum) gains in the other heads the mean magnitude over them alone, and stays masked in that head (the released
+    mean over every head would take the minimum's magnitude and overflow)."""
+    minimum = torch.finfo(torch.float32).min
+    scores = torch.tensor([[[[1.0, -2.0, 3.0]], [[-1.0, 4.0, minimum]], [[2.0, minimum, 5.0]]]])  # [1, 3, 1, 3]
+    attended = scores > minimum / 2
+    image = torch.tensor([[True, True, False]])
+    guided = guide_by_heads(scores, image, attended, 0.5)
+    expected = torch.tensor([[[[1.0 + 0.5 * 4 / 3, -2.0 + 0.5 * 3, 3.0]], [[-1.0 + 0.5 * 4 / 3, 4.0 + 0.5 * 3, minimum]],
+                              [[2.0 + 0.5 * 4 / 3, minimum, 5.0]]]])
+    torch.testing.assert_close(guided, expected, rtol=1e-6, atol=1e-6)
+    assert torch.isfinite(guided.softmax(-1)).all()
+
+
 def test_a_sample_in_a_padded_batch_equals_it_alone() -> None:
     model, make_inputs = sharpened(tiny_llava)
     inputs = make_inputs(PROMPTS)
@@ -148,16 +164,22 @@ def test_a_sample_in_a_padded_batch_equals_it_alone() -> None:
 # --------------------------------------------------------------------------------- every family
 
 
-def guidance_from_token_ids(model, alpha: float, prompt_length: int):
-    """Heads-guided attention on one full forward of a sample alone: each row from the prompt's last on, on the
-    image keys it sees, plus ``alpha`` times the mean over heads of their magnitude."""
-    def edit(call, input_ids):
+def guidance_of_the_sequence(model, alpha: float, prompt_length: int):
+    """Heads-guided attention read off the sequence's own ids: each row from the prompt's last on, on the image keys
+    it sees, plus ``alpha`` times the mean of their magnitude over the heads whose logit is not masked (a
+    block-sparse layer's heads each keep their own keys; a masked logit holds about the float32 minimum)."""
+    def edit(call, ids, real):
         scores = call.scores.clone()
-        image = image_token_mask(model, input_ids)[0]
-        for row in range(prompt_length - 1, scores.shape[2]):
-            keys = image & call.visible[0, row]
-            block = scores[0, :, row, keys]  # [H, keys]
-            scores[0, :, row, keys] = block + alpha * block.abs().mean(0)
+        queries, keys = scores.shape[-2:]
+        first_query = ids.shape[1] - queries  # the call's queries are the sequence's last tokens, its keys too
+        image = (image_token_mask(model, ids) & real)[:, -keys:]
+        for b in range(scores.shape[0]):
+            for row in range(max(prompt_length - 1 - first_query, 0), queries):
+                chosen = image[b] & call.visible[b, row]
+                block = scores[b, :, row, chosen]  # [H, keys]
+                unmasked = block > torch.finfo(block.dtype).min / 2
+                mean = (block.abs() * unmasked).sum(0) / unmasked.sum(0).clamp(min=1)
+                scores[b, :, row, chosen] = torch.where(unmasked, block + alpha * mean, block)
         return scores
 
     return edit
@@ -166,13 +188,18 @@ def guidance_from_token_ids(model, alpha: float, prompt_length: int):
 def guidance_checked(model, make_inputs, prompts, layers, steps: int = STEPS) -> None:
     assert_each_sample_equals_its_full_forwards(
         model, make_inputs, prompts, lambda: guide_attention_by_heads(model, alpha=ALPHA, layers=layers), layers,
-        lambda prompt_length: guidance_from_token_ids(model, ALPHA, prompt_length), steps)
+        lambda prompt_length: guidance_of_the_sequence(model, ALPHA, prompt_length), steps)
 
 
 @pytest.mark.parametrize("name", sorted(TINY_FAMILIES))
 def test_every_family_each_step_equals_the_guidance_of_a_full_forward(name: str) -> None:
+    """Each sample's full forwards; a family whose stock model is not its full forwards (the reason checked), the
+    cached run of the batch with the guidance written here."""
     model, make_inputs = sharpened(TINY_FAMILIES[name])
-    guidance_checked(model, make_inputs, FAMILY_PROMPTS, attention_layers(model))
+    layers = attention_layers(model)
+    assert_every_family_equals_its_reference(
+        name, model, make_inputs, lambda: guide_attention_by_heads(model, alpha=ALPHA, layers=layers), layers,
+        lambda prompt_length: guidance_of_the_sequence(model, ALPHA, prompt_length))
 
 
 def test_a_sliding_window_layer_guides_only_the_image_keys_it_still_sees() -> None:

@@ -45,7 +45,11 @@ def independent_density(probs: torch.Tensor, real: torch.Tensor, image: torch.Te
     density = np.zeros((batch, heads), dtype=np.int64)
     for b in range(batch):
         tokens = [t for t in range(attn.shape[-1]) if real[b, t]]
-        sees = {i: [j for j in tokens if (attn[b, :, i, j] > 0).any()] for i in tokens}
+        padding = [t for t in range(attn.shape[-1]) if not real[b, t]]
+        # a head whose row gives padding mass has every key masked (the softmax spreads the row over all keys): it
+        # sees none (a block-sparse indexer can leave a left-padded query nothing, as MiniMax-M3's does in generate)
+        sees = {i: [j for j in tokens if any(attn[b, h, i, j] > 0 and not (attn[b, h, i, padding] > 0).any()
+                                             for h in range(heads))] for i in tokens}
         for j in tokens:
             queries = [i for i in tokens if i != j and j in sees[i]]
             if not image[b, j] or not queries:
@@ -123,10 +127,12 @@ def test_served_family(model_type: str) -> None:
     assert implementations(model) == before
 
     layer = layers[0]
+    with eah.capture_attention(model, [layer]) as capture, torch.no_grad():  # the prefill as generate runs it: its
+        model.generate(**inputs, max_new_tokens=1, do_sample=False)  # own position ids (a block-sparse indexer reads them)
+    density = torch.from_numpy(independent_density(capture.attentions[layer][0], real, image, K))
     with eah.enhance_attention_heads(model, layer=layer, relative_threshold=K) as enhanced:
         tokens = model.generate(**inputs, max_new_tokens=3, do_sample=False)
     assert tokens.shape[0] == len(PROMPTS)
-    density = profile.density[0]
     assert torch.equal(enhanced.densities[0], density)
     expected = torch.where(density.amax(-1) > 0, density.argmax(-1), -1)
     assert torch.equal(enhanced.chosen_heads[0], expected)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+from functools import partial
 
 import numpy as np
 import pytest
@@ -16,13 +17,13 @@ from PIL import Image
 from torch import nn
 
 import eahlib as eah
-from eahlib.attention import AttentionCall, active_hooks, track_prompt_keys
+from eahlib.attention import AttentionCall, LayerHook, active_hooks, layer_hooks, track_prompt_keys
 from eahlib.interventions.vaf import DEPTH, VisualAmplification, amplify_visual_attention, amplify_visual_logits
 from eahlib.methods import resolve_method
 from eahlib.methods.vcd import diffusion_noise
 from eahlib.models import attention_layers, attention_module, layers_at_depth, text_config
 from eahlib.testing import BOS, IMAGE, IMAGE_TOKEN, TINY_MODELS, tiny_llava, tiny_llava_pipeline
-from eahlib.testing.families import TINY_FAMILIES
+from eahlib.testing.families import TINY_FAMILIES, tiny_minimax_m3_vl
 from tests.conftest import PROMPTS
 from tests.logit_reference import (
     FAMILY_PROMPTS,
@@ -31,6 +32,7 @@ from tests.logit_reference import (
     FullSequence,
     assert_composes_with_every_decoder,
     assert_each_sample_equals_its_full_forwards,
+    assert_every_family_equals_its_reference,
     assert_new_tokens_in_one_call_equal_one_at_a_time,
     assert_opera_without_penalty_and_rollback_is_beam_search,
     assert_restored_when_the_body_raises,
@@ -158,6 +160,12 @@ def test_scaling_the_masked_logits_equals_scaling_then_masking() -> None:
     torch.testing.assert_close(edited.softmax(-1), scale_then_mask.softmax(-1), rtol=1e-6, atol=0)
     assert torch.equal(edited[~visible[:, None].expand_as(edited)], (raw + mask)[~visible[:, None].expand_as(raw)])
     assert not torch.allclose(edited.softmax(-1), (raw + mask).softmax(-1))
+    per_head = visible[:, None].repeat(1, 3, 1, 1)  # a block-sparse layer's heads each keep their own keys
+    per_head[:, 1, :, 2] = False
+    head_mask = torch.where(per_head, 0.0, minimum)
+    edited = amplify_visual_logits(raw + head_mask, rows, image, system, per_head, 1.3, 0.7)
+    torch.testing.assert_close(edited.softmax(-1), (raw * factor + head_mask).softmax(-1), rtol=1e-6, atol=0)
+    assert torch.equal(edited[~per_head], (raw + head_mask)[~per_head])
 
 
 def test_a_sample_in_a_padded_batch_equals_it_alone() -> None:
@@ -174,22 +182,24 @@ def test_a_sample_in_a_padded_batch_equals_it_alone() -> None:
 # --------------------------------------------------------------------------------- every family
 
 
-def vaf_from_token_ids(model, enhance: float, suppress: float):
-    """VAF on one full forward, read off its own ids: per sample, the rows after its last image token; image keys
-    times ``enhance``, its real keys before the first image token times ``suppress``, where the row sees them."""
+def vaf_of_the_sequence(model, enhance: float, suppress: float):
+    """VAF read off the sequence's own ids: per sample, the rows after its last image token; image keys times
+    ``enhance``, its real keys before the first image token times ``suppress``, where the row sees them."""
 
-    def edit(call, input_ids):
+    def edit(call, ids, real):
         scores = call.scores.clone()
-        image = eah.image_token_mask(model, input_ids) & call.real_keys
+        queries, keys = scores.shape[-2:]
+        first_query = ids.shape[1] - queries  # the call's queries are the sequence's last tokens, its keys too
+        image = eah.image_token_mask(model, ids) & real
         for b in range(scores.shape[0]):
             positions = image[b].nonzero()[:, 0]
             if not len(positions):
                 continue
-            system = call.real_keys[b].clone()
+            system = real[b].clone()
             system[int(positions.min()):] = False
-            after = int(positions.max()) + 1
-            for keys, factor in ((image[b], enhance), (system, suppress)):
-                chosen = call.visible[b, after:] & keys  # [rows, k]
+            after = max(int(positions.max()) + 1 - first_query, 0)  # the first query row after the image
+            for chosen_keys, factor in ((image[b, -keys:], enhance), (system[-keys:], suppress)):
+                chosen = call.visible[b, after:] & chosen_keys  # [rows, k]
                 block = scores[b, :, after:]
                 block[:, chosen] = block[:, chosen] * factor
         return scores
@@ -200,13 +210,50 @@ def vaf_from_token_ids(model, enhance: float, suppress: float):
 def vaf_checked(model, make_inputs, prompts, layers, steps: int = STEPS) -> None:
     assert_each_sample_equals_its_full_forwards(
         model, make_inputs, prompts, lambda: amplify_visual_attention(model, layers=layers, **STRONG), layers,
-        lambda prompt_length: vaf_from_token_ids(model, **STRONG), steps)
+        lambda prompt_length: vaf_of_the_sequence(model, **STRONG), steps)
 
 
 @pytest.mark.parametrize("name", sorted(TINY_FAMILIES))
 def test_every_family_each_step_equals_the_edit_of_a_full_forward(name: str) -> None:
+    """Each sample's full forwards; a family whose stock model is not its full forwards (the reason checked), the
+    cached run of the batch with the edit written here."""
     model, make_inputs = sharpened(TINY_FAMILIES[name])
-    vaf_checked(model, make_inputs, FAMILY_PROMPTS, attention_layers(model))
+    layers = attention_layers(model)
+    assert_every_family_equals_its_reference(
+        name, model, make_inputs, lambda: amplify_visual_attention(model, layers=layers, **STRONG), layers,
+        lambda prompt_length: vaf_of_the_sequence(model, **STRONG))
+
+
+class LogitsSeen(LayerHook):
+    """Records the logits each call's softmax gets and the keys each head attends (an observer: it runs after the
+    modifying hooks)."""
+
+    def __init__(self) -> None:
+        self.logits: list[torch.Tensor] = []
+        self.attended: list[torch.Tensor] = []
+
+    def adjust_scores(self, call: AttentionCall) -> torch.Tensor:
+        self.logits.append(call.scores.clone())
+        self.attended.append(call.attended_by_head.expand_as(call.scores))
+        return call.scores
+
+
+@pytest.mark.parametrize("builder", [TINY_FAMILIES["mistral_large4"], partial(tiny_minimax_m3_vl, index_topk_blocks=2)],
+                         ids=["dsa_per_query", "block_sparse_per_head"])
+def test_the_keys_a_sparse_layer_left_out_keep_their_masked_logits(builder) -> None:
+    """A sparse layer's indexer leaves image keys out of some rows after the image (in some heads): their logits stay
+    exactly as the mask left them, while the attended ones are scaled."""
+    model, make_inputs = builder(0)
+    inputs = make_inputs(FAMILY_PROMPTS)
+    seen = LogitsSeen()
+    with layer_hooks(model, {0: seen}), torch.no_grad():
+        model(**inputs)
+        with amplify_visual_attention(model, layers=[0], **STRONG):
+            model(**inputs)
+    (stock, edited), attended = seen.logits, seen.attended[1]
+    image = eah.image_token_mask(model, inputs["input_ids"])[:, None, None, :].expand_as(stock)
+    assert (image & ~attended).any() and torch.equal(edited[~attended], stock[~attended])
+    assert not torch.equal(edited[attended & image], stock[attended & image])
 
 
 def test_a_sliding_window_layer_edits_the_image_keys_it_still_sees_at_each_step() -> None:

@@ -21,7 +21,9 @@ module follows:
 What we do differently:
 
 - image columns are the image tokens found by id in each prompt, and only those the query may attend (a
-  sliding-window layer may hide some); padding never enters the mean;
+  sliding-window layer may hide some); padding never enters the mean; where a block-sparse layer's heads each keep
+  their own keys, the mean runs over the heads that attend the key and the others keep it masked (the released mean
+  would take a masked logit's magnitude, the dtype's minimum: an overflow to ``inf``);
 - a call that processes several new tokens on top of the cache (OPERA's rollback) edits each new token's row,
   as one-token steps would; the prefill edits the prompt's last row only;
 - grouped-query attention: the released forward assumes as many key/value heads as query heads; here the mean
@@ -60,20 +62,22 @@ DEPTH = (5 / 32, 19 / 32)
 AGGREGATIONS = ("mean",)
 
 
-def guide_by_heads(scores: Tensor, image: Tensor, visible: Tensor, alpha: float) -> Tensor:
+def guide_by_heads(scores: Tensor, image: Tensor, attended: Tensor, alpha: float) -> Tensor:
     """Heads-guided edit of every given query row: image-key logits ``+ alpha * mean over heads of |logit|``.
 
     Args:
         scores: ``[B, H, q, k]`` pre-softmax logits (mask added) of the rows to edit.
         image: ``[B, k]`` bool, the image-token keys.
-        visible: ``[B, q, k]`` bool, the keys each query may attend.
+        attended: ``[B, q, k]`` bool, the keys each query may attend, or ``[B, H, q, k]`` where each head has its own
+            (a block-sparse layer's): the mean runs over the heads that attend the key, the others keep it masked.
         alpha: guidance strength.
 
     Returns:
-        ``[B, H, q, k]``: on visible image keys ``l + alpha * mean_h |l|``, elsewhere ``l``.
+        ``[B, H, q, k]``: on attended image keys ``l + alpha * mean_h |l|``, elsewhere ``l``.
     """
-    edit = (image[:, None, :] & visible)[:, None]  # [B, 1, q, k]
-    magnitude = scores.abs().masked_fill(~edit, 0.0).mean(1, keepdim=True)
+    edit = (image[:, None, None, :] & (attended if attended.dim() == 4 else attended[:, None])).expand_as(scores)
+    heads = edit.sum(1, keepdim=True).clamp(min=1)  # a masked logit (the dtype's minimum) never enters the mean
+    magnitude = scores.abs().masked_fill(~edit, 0.0).sum(1, keepdim=True) / heads
     return torch.where(edit, scores + alpha * magnitude, scores)
 
 
@@ -96,7 +100,7 @@ class HeadsGuidedAttention(LayerHook):
     def adjust_scores(self, call: AttentionCall) -> Tensor:
         image, _ = self.prompts.keys(call)
         first = call.scores.shape[2] - 1 if call.is_prefill else 0  # the prompt's last row, or every new token's
-        guided = guide_by_heads(call.scores[:, :, first:], image, call.visible[:, first:], self.alpha)
+        guided = guide_by_heads(call.scores[:, :, first:], image, call.attended_by_head[:, :, first:], self.alpha)
         return torch.cat([call.scores[:, :, :first], guided], dim=2)
 
 

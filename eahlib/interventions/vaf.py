@@ -23,8 +23,9 @@ What we do differently:
   sample's real tokens before its first image token (``<bos>``, the system prompt and the user tag: what
   ``[0, 35)`` covers in LLaVA-1.5's template), rows "after the image" those after the sample's last image token;
   a sample without image tokens is left unchanged;
-- the multiplication is applied to the masked logits eahlib's hooks see, on the keys each query may attend only;
-  there the mask adds exactly 0, so the result equals "scale, then mask" (masked keys stay masked; tested). On a
+- the multiplication is applied to the masked logits eahlib's hooks see, on the keys each query may attend only
+  (in each head, where a block-sparse layer's heads keep their own keys); there the mask adds exactly 0, so the
+  result equals "scale, then mask" (masked keys stay masked; tested). On a
   model that soft-caps its logits (Gemma 2) the capped logits are scaled: what its softmax sees;
 - layers as fractions of depth (``depth=(9/32, 15/32)``, see :func:`eahlib.models.layers_at_depth`: exactly
   layers 9..14 on 32 layers; 8..13 on the 30-layer SmolLM2 organism), or given by index (``layers=``);
@@ -53,7 +54,7 @@ DEPTH = (9 / 32, 15 / 32)
 """Released layers 9..14 of 32 (``i > 8 and i < 15``) as a fraction of the depth."""
 
 
-def amplify_visual_logits(scores: Tensor, rows: Tensor, image: Tensor, system: Tensor, visible: Tensor,
+def amplify_visual_logits(scores: Tensor, rows: Tensor, image: Tensor, system: Tensor, attended: Tensor,
                           enhance: float, suppress: float) -> Tensor:
     """VAF's edit: in the chosen query rows, image-key logits ``* enhance``, system-key logits ``* suppress``.
 
@@ -62,7 +63,8 @@ def amplify_visual_logits(scores: Tensor, rows: Tensor, image: Tensor, system: T
         rows: ``[B, q]`` bool, the query rows to edit.
         image: ``[B, k]`` bool, the image-token keys.
         system: ``[B, k]`` bool, the system-prompt keys.
-        visible: ``[B, q, k]`` bool, the keys each query may attend (others stay masked).
+        attended: ``[B, q, k]`` bool, the keys each query may attend, or ``[B, H, q, k]`` where each head has its own
+            (a block-sparse layer's); the others stay masked.
         enhance: factor of the image keys.
         suppress: factor of the system keys.
 
@@ -70,8 +72,9 @@ def amplify_visual_logits(scores: Tensor, rows: Tensor, image: Tensor, system: T
         ``[B, H, q, k]``, equal to scaling the unmasked logits and then adding the mask.
     """
     factor = torch.where(image, enhance, torch.where(system, suppress, 1.0)).to(scores.dtype)  # [B, k]
-    edit = rows[:, :, None] & (image | system)[:, None, :] & visible  # [B, q, k]
-    return scores * torch.where(edit, factor[:, None, :], 1.0)[:, None]  # times 1 elsewhere: exact
+    keys = rows[:, :, None] & (image | system)[:, None, :]  # [B, q, k]
+    edit = keys[:, None] & (attended if attended.dim() == 4 else attended[:, None])  # [B, H or 1, q, k]
+    return scores * torch.where(edit, factor[:, None, None, :], 1.0)  # times 1 elsewhere: exact
 
 
 @dataclass(eq=False)
@@ -101,7 +104,8 @@ class VisualAmplification(LayerHook):
             rows = position[None, :] > last[:, None]
         else:  # every new token's row
             rows = torch.ones(batch, queries, dtype=torch.bool, device=image.device)
-        return amplify_visual_logits(call.scores, rows, image, system, call.visible, self.enhance, self.suppress)
+        return amplify_visual_logits(call.scores, rows, image, system, call.attended_by_head, self.enhance,
+                                     self.suppress)
 
 
 def _check_factor(name: str, value: Any) -> float:

@@ -39,7 +39,7 @@ from transformers import LogitsProcessor, RepetitionPenaltyLogitsProcessor
 
 from eahlib.methods.contrastive import check_fraction, greedy_with, implausible
 from eahlib.methods.registry import Component, register
-from eahlib.models import decoder_layers
+from eahlib.models import decoder_layers, output_embeddings
 
 BASE_FILTER_VALUE = -1e-3
 """The published value given to the premature layer's filtered tokens (they are ``-inf`` anyway)."""
@@ -142,9 +142,7 @@ class LayerContrast(LogitsProcessor):
 def layer_contrast(model: nn.Module, layers: str | Sequence[int], relative_top: float) -> Iterator[LayerContrast]:
     """A :class:`LayerContrast` for ``model`` with its hidden-state hooks installed for the block."""
     check_fraction("dola's relative_top", relative_top)
-    head, blocks = model.get_output_embeddings(), decoder_layers(model)
-    if head is None:
-        raise ValueError(f"{type(model).__name__} has no output embeddings (LM head) to read early layers with.")
+    head, blocks = output_embeddings(model), decoder_layers(model)
     tied = head.weight is model.get_input_embeddings().weight
     processor = LayerContrast(head, candidate_layers(len(blocks), tied, layers), relative_top)
     handles = [blocks[layer].register_forward_pre_hook(processor.keep_hidden(layer), with_kwargs=True)

@@ -396,11 +396,17 @@ def tiny_smolvlm(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
 
 def tiny_granite_docling(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
     """Granite-Docling: SigLIP tiles (2x2 pixel shuffle: 4 image tokens) whose first vision layer is also
-    added to the first text layers at the image positions (DeepStack); language model at ``model.text_model``."""
+    added to the first text layers at the image positions (DeepStack); language model at ``model.text_model``.
+    Granite's default multipliers are sized for trained weights (embeddings x12, residual branches x0.263, logits /4,
+    logit scale 1/64 = 1/head_dim of its 64-wide heads): on random weights they leave attention a share of ~1e-6 of
+    the output, too little for any attention method to show. Here the first three are 1 and the logit scale is the
+    same rule, 1/head_dim (1/8), still not the usual head_dim**-0.5."""
     from transformers import GraniteDoclingConfig, GraniteDoclingForConditionalGeneration
 
     vision = _siglip_vision() | {"out_hidden_size": 32, "scale_factor": 2, "deepstack_visual_indexes": [0]}
-    config = GraniteDoclingConfig(text_config=_text_config(num_key_value_heads=2), vision_config=vision,
+    text = _text_config(num_key_value_heads=2, attention_multiplier=1 / 8, embedding_multiplier=1.0,
+                        residual_multiplier=1.0, logits_scaling=1.0)
+    config = GraniteDoclingConfig(text_config=text, vision_config=vision,
                                   image_token_id=IMAGE_TOKEN, pad_token_id=PAD)
     model = _build(GraniteDoclingForConditionalGeneration, config, seed)
     return _idefics_tiles(model, seed, tile_mask=lambda count: torch.ones(count, 1, dtype=torch.bool))
@@ -890,16 +896,17 @@ def tiny_qwen3_omni_moe_thinker(seed: int = 0) -> tuple[nn.Module, InputBuilder]
     return _patch_grid_model(model, seed, [95], [96], token_types=False)
 
 
-def tiny_minimax_m3_vl(seed: int = 0) -> tuple[nn.Module, InputBuilder]:
+def tiny_minimax_m3_vl(seed: int = 0, index_topk_blocks: int = 64) -> tuple[nn.Module, InputBuilder]:
     """MiniMax-M3: an MoE language model whose first layer is a lightning-indexer block-sparse layer (blocks of 2
-    keys, the top 64 blocks: every block at this prompt length) and whose second is full attention; GQA, partial
-    RoPE; a Qwen2.5-VL-style patch tower."""
+    keys, per query and indexer head the top ``index_topk_blocks`` blocks: by default every block at this prompt
+    length; 2 indexer heads for 4 query heads) and whose second is full attention; GQA, partial RoPE; a
+    Qwen2.5-VL-style patch tower."""
     from transformers import MiniMaxM3SparseForConditionalGeneration, MiniMaxM3VLConfig
 
     text = _text_config(num_key_value_heads=2, head_dim=8, rotary_dim=4, dense_intermediate_size=64,
                         shared_intermediate_size=16, num_local_experts=4, num_experts_per_tok=2,
                         mlp_layer_types=["dense", "sparse"], layer_types=["minimax_m3_sparse", "full_attention"],
-                        index_n_heads=2, index_head_dim=8, index_block_size=2, index_topk_blocks=64)
+                        index_n_heads=2, index_head_dim=8, index_block_size=2, index_topk_blocks=index_topk_blocks)
     vision = {k: v for k, v in _siglip_vision().items() if k != "image_size"}
     vision |= {"temporal_patch_size": 2, "spatial_merge_size": 2}
     config = MiniMaxM3VLConfig(text_config=text, vision_config=vision, image_token_index=IMAGE_TOKEN,
@@ -1108,15 +1115,16 @@ def _tiny_minicpm(config_cls: Any, model_cls: type[nn.Module], seed: int, downsa
                   image_size: int, mrope: bool = False, **extra: Any) -> tuple[nn.Module, InputBuilder]:
     """A MiniCPM-V 4.6-style family: a hybrid Qwen3.5 language model (a gated-delta-net linear-attention layer,
     then a full-attention layer) and a NaViT tower whose patches are packed into one row (``[1, 3, patch,
-    patches * patch]``, ``target_sizes``); ``"16x"`` merges patches 4x4 (a window merger inside the tower, then
-    the merger), ``"4x"`` 2x2. The image tokens sit between the image start (95) and end (96) tokens; with
-    ``mrope``, ``mm_token_type_ids`` mark them for the 3D positions."""
+    patches * patch]``, ``target_sizes``); ``"16x"`` merges patches 4x4 (a window merger after the tower's first
+    layer, then the merger), ``"4x"`` 2x2. ``insert_layer_id`` goes on the top config, which overwrites the vision
+    config's: at its default 6 a 2-layer tower never runs the window merger, and the merger then reads an image's
+    tokens off the packed patches of the images before it. The image tokens sit between the image start (95) and end
+    (96) tokens; with ``mrope``, ``mm_token_type_ids`` mark them for the 3D positions."""
     text = _text_config(num_key_value_heads=2, head_dim=8, layer_types=["linear_attention", "full_attention"],
                         linear_key_head_dim=8, linear_value_head_dim=8, linear_num_key_heads=2,
                         linear_num_value_heads=4) | {"model_type": "qwen3_5_text"}
-    vision = _siglip_vision(image_size) | {"insert_layer_id": 0}
-    config = config_cls(text_config=text, vision_config=vision, image_token_id=IMAGE_TOKEN, video_token_id=97,
-                        downsample_mode=downsample_mode, **extra)
+    config = config_cls(text_config=text, vision_config=_siglip_vision(image_size), image_token_id=IMAGE_TOKEN,
+                        video_token_id=97, insert_layer_id=0, downsample_mode=downsample_mode, **extra)
     model = _build(model_cls, config, seed)
     side = image_size // 2  # patches per side
 
