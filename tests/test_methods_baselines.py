@@ -182,26 +182,71 @@ def test_pai_boost_equals_a_direct_computation(pipeline, batch) -> None:
     assert not torch.allclose(cap.attentions[layer][0][:, :, -1], torch.softmax(raw.scores[0], -1)[:, :, -1])
 
 
+def test_pai_boost_follows_a_sliding_window_and_skips_layers_without_attention() -> None:
+    """Gemma 3's second layer keeps the last 8 tokens: at each decoding step the boosted keys are the prompt's image
+    tokens among them (at their cache positions), and a masked image key stays masked even with alpha > 1."""
+    from eahlib.testing.families import TINY_FAMILIES
+
+    model, make_inputs = TINY_FAMILIES["gemma3"](0)
+    model.generation_config.pad_token_id = PAD
+    inputs = make_inputs([[1, 5, 6, 7, 8, -1, 9], [1, 10, -1]])  # the image (16 tokens) near the prompt's end
+    alpha, layer, window = 1.5, 1, model.config.text_config.sliding_window
+    raw = RawScores()
+    with layer_hooks(model, {layer: raw}), boost_image_attention(model, alpha, 0, None), \
+            eah.capture_attention(model, layer) as cap:
+        model.generate(**inputs, max_new_tokens=4, do_sample=False)
+    image = eah.image_token_mask(model, inputs["input_ids"]) & inputs["attention_mask"].bool()
+    length = image.shape[1]
+    for step, (scores, probs) in enumerate(zip(raw.scores, cap.attentions[layer])):
+        keys = scores.shape[-1]
+        first = 0 if step == 0 else max(length + step - keys, 0)  # absolute position of the call's first key
+        prompt = torch.nn.functional.pad(image, (0, step))[:, first:first + keys]
+        visible = scores[:, 0, -1] > torch.finfo(torch.float32).min / 2
+        boosted = prompt & visible
+        expected = scores.clone()
+        expected[:, :, -1] = torch.where(boosted[:, None], scores[:, :, -1] + alpha * scores[:, :, -1].abs(),
+                                         scores[:, :, -1])
+        torch.testing.assert_close(probs, torch.softmax(expected, -1))
+        if step:
+            assert keys < length and bool(boosted.any()), "the window shows part of the image at each step"
+    assert (cap.attentions[layer][0][:, :, -1][~(raw.scores[0][:, 0, -1] > -1e30)[:, None].expand(-1, 4, -1)] == 0).all()
+    hybrid, make_hybrid = TINY_FAMILIES["lfm2_vl"](0)  # a convolution layer, then an attention layer
+    with boost_image_attention(hybrid, alpha, 0, None) as hook:
+        hybrid.generate(**make_hybrid([[5, 6]]), max_new_tokens=2, do_sample=False)
+    assert eah.models.attention_layers(hybrid) == [1]
+    with pytest.raises(ValueError, match=r"hold no attention layer.*\[1\]"):
+        with boost_image_attention(hybrid, alpha, 0, 1):
+            pass
+
+
 def test_pai_hook_on_a_synthetic_call() -> None:
-    """Only the last row's image keys change; a decoding step reuses the prefill's image keys,
-    also when the prefill itself is left unboosted."""
+    """Only the last row's image keys change, and only those it attends; a decoding step boosts the image keys its
+    stream's prompt keys give, also when the prefill itself is left unboosted."""
 
-    class Tracker:
-        def image_mask(self, key_length: int) -> torch.Tensor:
-            return torch.tensor([[False, True, True, False]])
+    class Prompts:
+        def keys(self, call: AttentionCall) -> tuple[torch.Tensor, torch.Tensor]:
+            image = torch.tensor([[False, True, True, False]])
+            image = torch.nn.functional.pad(image, (0, call.scores.shape[-1] - 4))
+            return image, torch.zeros_like(image)
 
-    hook = ImageAttentionBoost(0.5, Tracker())  # type: ignore[arg-type]
+    hook = ImageAttentionBoost(0.5, Prompts())  # type: ignore[arg-type]
     scores = torch.tensor([[[[1.0, -2.0, 4.0, 0.5]] * 4]])
-    prefill = AttentionCall(torch.nn.Identity(), scores, None, torch.ones(1, 4, dtype=torch.bool), True)
+    prefill = AttentionCall(torch.nn.Identity(), scores, None, torch.ones(1, 4, 4, dtype=torch.bool), True)
     out = hook.adjust_scores(prefill)
     assert torch.equal(out[0, 0, :3], scores[0, 0, :3])
     assert torch.equal(out[0, 0, 3], torch.tensor([1.0, -1.0, 6.0, 0.5]))
     step = torch.tensor([[[[2.0, -4.0, 1.0, 3.0, -1.0]]]])
-    decode = AttentionCall(torch.nn.Identity(), step, None, torch.ones(1, 5, dtype=torch.bool), False)
+    decode = AttentionCall(torch.nn.Identity(), step, None, torch.ones(1, 1, 5, dtype=torch.bool), False)
     assert torch.equal(hook.adjust_scores(decode), torch.tensor([[[[2.0, -2.0, 1.5, 3.0, -1.0]]]]))
+    minimum = torch.finfo(torch.float32).min
+    hidden = torch.tensor([[[True, False, True, True, True]]])  # image key 1 out of the query's view (a window)
+    masked = torch.tensor([[[[2.0, minimum, 1.0, 3.0, -1.0]]]])
+    boosted = ImageAttentionBoost(1.5, Prompts()).adjust_scores(  # type: ignore[arg-type]
+        AttentionCall(torch.nn.Identity(), masked, None, hidden, False))
+    assert torch.equal(boosted, torch.tensor([[[[2.0, minimum, 2.5, 3.0, -1.0]]]]))
     with hook.suspend():
         assert not hook.wants_probabilities(False)
-    steps_only = ImageAttentionBoost(0.5, Tracker(), boost_prefill=False)  # type: ignore[arg-type]
+    steps_only = ImageAttentionBoost(0.5, Prompts(), boost_prefill=False)  # type: ignore[arg-type]
     assert torch.equal(steps_only.adjust_scores(prefill), scores)
     assert torch.equal(steps_only.adjust_scores(decode), torch.tensor([[[[2.0, -2.0, 1.5, 3.0, -1.0]]]]))
 

@@ -53,10 +53,10 @@ import torch
 from torch import Tensor, nn
 from transformers import LogitsProcessor
 
-from eahlib.attention import AttentionCall, LayerHook, PromptTracker, layer_hooks, track_prompts
+from eahlib.attention import AttentionCall, LayerHook, PromptKeys, layer_hooks, track_prompt_keys
 from eahlib.methods.contrastive import FollowerStream, check_fraction, greedy_with, implausible
 from eahlib.methods.registry import Component, register
-from eahlib.models import decoder_layers, image_token_mask
+from eahlib.models import attention_layers, decoder_layers, image_token_mask
 
 
 def boost_last_row(scores: Tensor, image_keys: Tensor, alpha: float) -> Tensor:
@@ -79,38 +79,32 @@ def boost_last_row(scores: Tensor, image_keys: Tensor, alpha: float) -> Tensor:
 class ImageAttentionBoost(LayerHook):
     """The layer hook of PAI's attention boost (one instance shared by the boosted layers).
 
-    At prefill it reads the image-token keys from the prompt and remembers them (and boosts the
-    prompt's last row only if ``boost_prefill``); at decoding steps the keys added since are text.
-    ``suspended`` switches it off (the text-only pass).
+    The prompt's image keys come from :class:`eahlib.attention.PromptKeys`: read from the prompt at each stream's
+    prefill and aligned with the keys of every later call (a sliding-window layer's decoding step sees only the
+    last tokens). Only the keys the last row attends are boosted: a masked logit stays masked. The prefill's last
+    row is boosted only if ``boost_prefill``. ``suspended`` switches the hook off (the text-only pass).
 
     Attributes:
         alpha: boost strength.
-        tracker: the prompt tracker (image tokens at prefill).
+        prompts: the prompt keys of each generation stream.
         boost_prefill: boost the prefill's last row too (else only the decoding steps).
-        image_keys: ``[B, N]`` image-token keys of the last prefill.
         suspended: leave the attention untouched.
     """
 
     alpha: float
-    tracker: PromptTracker
+    prompts: PromptKeys
     boost_prefill: bool = True
-    image_keys: Tensor | None = None
     suspended: bool = False
     modifies: bool = True
 
     def wants_probabilities(self, is_prefill: bool) -> bool:
-        return not self.suspended and (is_prefill or bool(self.image_keys is not None and self.image_keys.any()))
+        return not self.suspended
 
     def adjust_scores(self, call: AttentionCall) -> Tensor:
-        batch, key_length = call.scores.shape[0], call.scores.shape[-1]
-        if call.is_prefill:
-            self.image_keys = self.tracker.image_mask(key_length).to(call.scores.device) & call.real_keys
-            if not self.boost_prefill:
-                return call.scores
-        elif self.image_keys is None or self.image_keys.shape[0] != batch or self.image_keys.shape[1] > key_length:
-            raise RuntimeError("PAI's attention boost saw a decoding step that does not continue its last prefill.")
-        image_keys = nn.functional.pad(self.image_keys, (0, key_length - self.image_keys.shape[1]))
-        return boost_last_row(call.scores, image_keys, self.alpha)
+        image, _ = self.prompts.keys(call)
+        if call.is_prefill and not self.boost_prefill:
+            return call.scores
+        return boost_last_row(call.scores, image & call.attended[:, -1], self.alpha)
 
     @contextlib.contextmanager
     def suspend(self) -> Iterator[None]:
@@ -126,7 +120,7 @@ class ImageAttentionBoost(LayerHook):
 def boost_image_attention(
     model: nn.Module, alpha: float, start_layer: int, end_layer: int | None, boost_prefill: bool = True
 ) -> Iterator[ImageAttentionBoost]:
-    """Install PAI's attention boost on layers ``[start_layer, end_layer)`` for the block
+    """Install PAI's attention boost on the attention layers in ``[start_layer, end_layer)`` for the block
     (at the prefill too if ``boost_prefill``, else at the decoding steps only)."""
     n_layers = len(decoder_layers(model))
     end = n_layers if end_layer is None else end_layer
@@ -135,9 +129,13 @@ def boost_image_attention(
             f"PAI needs 0 <= start_layer < end_layer <= {n_layers} (the language model has {n_layers} layers), "
             f"got start_layer={start_layer}, end_layer={end_layer}."
         )
-    with track_prompts(model) as tracker:
-        hook = ImageAttentionBoost(alpha, tracker, boost_prefill)
-        with layer_hooks(model, {layer: hook for layer in range(start_layer, end)}):
+    layers = [layer for layer in attention_layers(model) if start_layer <= layer < end]
+    if not layers:
+        raise ValueError(f"PAI's layers [{start_layer}, {end}) hold no attention layer; the language model's attention "
+                         f"layers are {attention_layers(model)}.")
+    with track_prompt_keys(model, layers) as prompts:
+        hook = ImageAttentionBoost(alpha, prompts, boost_prefill)
+        with layer_hooks(model, {layer: hook for layer in layers}):
             yield hook
 
 
