@@ -255,11 +255,18 @@ def ablation_conditions(
         other_layers: the layers where the densest head is also tried (default: every other layer;
             a 30-layer model makes that 29 conditions).
 
+    Raises:
+        ValueError: ``layer`` or one of ``other_layers`` is not a layer of the model (the message gives the range).
+
     Returns:
         ``greedy`` (baseline); at ``layer``: densest, sparsest, random, every single head,
         each ``k``, ``decode="reuse"``, the release preset's choices; the densest head at every
         other layer; zero-ablations.
     """
+    layers = [layer, *([] if other_layers is None else other_layers)]
+    outside = [value for value in layers if not 0 <= value < n_layers]
+    if outside:
+        raise ValueError(f"Layers {outside} do not exist: the model has {n_layers} layers, 0 to {n_layers - 1} (0-based).")
     base = {k: v for k, v in eah.items() if k != "layer"}
     conditions: dict[str, Method] = {"greedy": _method("greedy")}
 
@@ -276,7 +283,7 @@ def ablation_conditions(
     eah_at(f"L{layer} densest decode=reuse", decode="reuse")
     eah_at(f"L{layer} release preset", preset="release", normalizer=None)
     for other in range(n_layers) if other_layers is None else other_layers:
-        if other != layer and 0 <= other < n_layers:
+        if other != layer:
             conditions[f"L{other} densest"] = _method("eah", {"eah": {**base, "layer": other}})
     for head in zero_heads:
         conditions[f"L{layer} zero head {head}"] = _method("ablate", {"ablate": {"heads": {str(layer): [head]}}})

@@ -70,3 +70,13 @@ def test_results_are_restricted_to_the_requested_items(tiny_setup: Setup) -> Non
     assert per_caption(tiny_setup, results, tiny_setup.caption_items[1:3]).image_id.tolist() == [
         int(item.item_id) for item in tiny_setup.caption_items[1:3]
     ]
+
+
+def test_ablation_conditions_refuse_layers_the_model_lacks() -> None:
+    from eahlib.experiments import ablation_conditions
+
+    with pytest.raises(ValueError, match=r"Layers \[4, -1\] do not exist: the model has 4 layers, 0 to 3"):
+        ablation_conditions(4, 2, 1, {}, other_layers=[0, 4, -1])
+    with pytest.raises(ValueError, match=r"Layers \[7\] do not exist"):
+        ablation_conditions(4, 2, 7, {}, other_layers=[])
+    assert "L3 densest" in ablation_conditions(4, 2, 1, {}, other_layers=[3])
