@@ -58,7 +58,7 @@ def test_paired_difference_separates_what_per_method_intervals_cannot() -> None:
     treated = np.where(rng.uniform(size=120) < 0.25, 0, control)  # a quarter of the hallucinations removed
     a, b = stats.bootstrap_mean(treated), stats.bootstrap_mean(control)
     assert a.high > b.low  # the per-method intervals overlap...
-    mean = lambda x, axis=-1: np.mean(x, axis=axis)  # noqa: E731
+    mean = lambda x, axis=-1: np.mean(x, axis=axis)
     paired = stats.bootstrap_paired_difference(mean, [treated], [control])
     assert paired.value == pytest.approx(treated.mean() - control.mean())
     assert paired.high < 0  # ...the paired one excludes 0

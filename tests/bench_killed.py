@@ -1,0 +1,27 @@
+"""``python -m eahlib.bench`` whose process of rank ``$EAH_TEST_KILL_RANK`` dies (SIGKILL, as the OOM killer
+or a preempted node would kill it) when its second batch starts; tests/test_multiprocess.py launches it
+under ``torchrun`` to check that a rerun resumes without losing or repeating an item."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+from eahlib.bench.__main__ import main
+from eahlib.methods import Method
+
+real_generate = Method.generate
+batches = 0
+
+
+def generate_or_die(self: Method, *args: object, **kwargs: object) -> object:
+    global batches
+    batches += 1
+    if batches == 2 and os.environ["RANK"] == os.environ["EAH_TEST_KILL_RANK"]:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_generate(self, *args, **kwargs)
+
+
+Method.generate = generate_or_die
+main(sys.argv[1:])
