@@ -20,15 +20,17 @@ LOG_INTERVAL_S = 30.0
 
 
 class _LineWriter:
-    """A file for tqdm that turns each redraw (``"\\r..."``) into one complete line."""
+    """A file for tqdm that turns each redraw (``"\\r..."``) into one complete line, each line once."""
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
+        self.last = ""
 
     def write(self, text: str) -> None:
         line = text.replace("\r", "").strip()
-        if line:
+        if line and line != self.last:
             self.stream.write(line + "\n")
+            self.last = line
 
     def flush(self) -> None:
         self.stream.flush()

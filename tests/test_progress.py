@@ -23,3 +23,11 @@ def test_progress_writes_whole_lines_when_stderr_is_a_file(monkeypatch: pytest.M
     with progress_module.progress(total=4, desc="by hand") as bar:
         bar.update(4)
     assert log.getvalue().splitlines()[-1].startswith("by hand: 100%")
+
+
+def test_a_redraw_of_the_same_state_is_written_once() -> None:
+    log = io.StringIO()
+    writer = progress_module._LineWriter(log)
+    for text in ("\rdone: 100%| 3/3 [00:01<00:00]", "\rdone: 100%| 3/3 [00:01<00:00]", "\n"):  # last update, then close
+        writer.write(text)
+    assert log.getvalue() == "done: 100%| 3/3 [00:01<00:00]\n"

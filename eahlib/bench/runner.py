@@ -379,8 +379,8 @@ def _merge_shards(output: Path, item_ids: Sequence[str], run_hash: str) -> None:
     for path in (output, *shards):
         for record in _checked_records(path, run_hash, repair=False):
             records.setdefault(record["item_id"], record)
-    order = [item for item in item_ids if item in records]
-    order += [item for item in records if item not in set(item_ids)]
+    run = set(item_ids)
+    order = [item for item in item_ids if item in records] + [item for item in records if item not in run]
     merged = [records[item] for item in order]
     if merged != read_records(output):
         _write_records(output, merged)
