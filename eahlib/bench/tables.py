@@ -282,11 +282,9 @@ def _metric_columns(table: pd.DataFrame) -> list[str]:
             and not c.startswith("n_") and " vs " not in c]
 
 
-def _bars(ax: Any, table: pd.DataFrame, columns: Sequence[str], labels: Sequence[str]) -> None:
+def _bars(ax: Any, table: pd.DataFrame, columns: Sequence[str], labels: Sequence[str],
+          colours: Mapping[Any, Any]) -> None:
     """Grouped bars (metrics on x, one colour per method) with the ``_low``/``_high`` interval as error bars."""
-    import seaborn as sns
-
-    colours = sns.color_palette(n_colors=len(table))
     width = 0.8 / max(len(table), 1)
     x = np.arange(len(columns))
     for index, (method, row) in enumerate(table.iterrows()):
@@ -295,7 +293,7 @@ def _bars(ax: Any, table: pd.DataFrame, columns: Sequence[str], labels: Sequence
         high = np.array([row.get(f"{c}_high", np.nan) for c in columns], dtype=float)
         errors = np.nan_to_num(np.vstack([values - low, high - values]))
         ax.bar(x + (index - (len(table) - 1) / 2) * width, values, width, yerr=errors, capsize=2,
-               color=colours[index], label=str(method), error_kw={"elinewidth": 0.8})
+               color=colours[method], label=str(method), error_kw={"elinewidth": 0.8})
     ax.set_xticks(x, labels, rotation=20)
 
 
@@ -314,20 +312,23 @@ def plot_results(table: pd.DataFrame, path: str | os.PathLike, metrics: list[str
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import seaborn as sns
 
     columns = metrics or _metric_columns(table)
+    colours = dict(zip(table.index, sns.color_palette(n_colors=len(table))))  # a method keeps its colour in both panels
     differences = {c: d for c in columns for d in table.columns
                    if d.startswith(f"{c} vs ") and not d.endswith(("_low", "_high"))}
     panels = 2 if differences else 1
     width = min(14.0, max(6.0, 1.5 + 0.3 * len(columns) * len(table)))
     fig, axes = plt.subplots(1, panels, figsize=(width * (1 if panels == 1 else 1.6), 4.5), squeeze=False)
-    _bars(axes[0, 0], table, columns, columns)
+    _bars(axes[0, 0], table, columns, columns, colours)
     axes[0, 0].set_ylabel("percent (95% CI)")
     axes[0, 0].set_title("Hallucination benchmarks by method")
     axes[0, 0].legend(title="method", fontsize=8, ncols=2)
     if differences:
         reference = next(iter(differences.values())).split(" vs ", 1)[1]
-        _bars(axes[0, 1], table.drop(index=reference, errors="ignore"), list(differences.values()), list(differences))
+        _bars(axes[0, 1], table.drop(index=reference, errors="ignore"), list(differences.values()), list(differences),
+              colours)
         axes[0, 1].axhline(0, color="black", linewidth=0.8)
         axes[0, 1].set_ylabel("difference, percentage points (95% CI)")
         axes[0, 1].set_title(f"Paired difference from {reference} (same items)")
