@@ -68,6 +68,7 @@ test: setup lmms-venv
 benchmark: setup
 	$(PY) benchmarks/bench_core.py
 	$(PY) benchmarks/bench_methods.py
+	$(PY) benchmarks/bench_runner.py
 
 clean:
 	rm -rf $(VENV) $(LMMS_VENV) *.egg-info

@@ -18,11 +18,11 @@ import pandas as pd
 import torch
 from PIL import Image
 from torch import nn
-from tqdm.auto import tqdm
 
 from eahlib.bench.runner import chat_prompt, encode_batch
 from eahlib.metrics import massive_activation_sinks, sink_criterion
 from eahlib.profile import SinkProfile, sink_profile
+from eahlib.progress import progress
 
 ImageLike = str | os.PathLike | Image.Image
 
@@ -33,7 +33,7 @@ def model_inputs(model: nn.Module, processor: Any, images: Sequence[ImageLike], 
 
 
 def _batches(images: Sequence[ImageLike], size: int, desc: str) -> Iterator[tuple[int, Sequence[ImageLike]]]:
-    for start in tqdm(range(0, len(images), size), desc=desc, unit="batch"):
+    for start in progress(range(0, len(images), size), desc=desc, unit="batch"):
         yield start, images[start:start + size]
 
 

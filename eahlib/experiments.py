@@ -23,7 +23,18 @@ from torch import nn
 from eahlib import data_registry
 from eahlib.bench.chair import ChairEvaluator, ChairResult
 from eahlib.bench.pope import pope_answer
-from eahlib.bench.runner import CHAIR_PROMPT, Item, chair_items, generate_records, pope_items, read_records
+from eahlib.bench.runner import (
+    CHAIR_PROMPT,
+    Item,
+    Shard,
+    chair_items,
+    chair_splits,
+    generate_records,
+    pope_items,
+    read_results,
+    split_union,
+)
+from eahlib.bench.tables import caption_frame, results_table
 from eahlib.methods import Method
 from eahlib.models import load_model
 from eahlib.stats import bootstrap_mean, bootstrap_ratio
@@ -49,6 +60,7 @@ class Setup:
         chair: the CHAIR evaluator for this data.
         pope_files: POPE question file per split.
         results_dir: where runs and tables are written (runs resume there).
+        seed: the seed that drew ``caption_items`` (further CHAIR splits use the next seeds).
     """
 
     mode: Mode
@@ -61,6 +73,13 @@ class Setup:
     chair: ChairEvaluator
     pope_files: dict[str, Path]
     results_dir: Path
+    seed: int = 42
+
+    def caption_splits(self, n_splits: int) -> dict[str, list[Item]]:
+        """``n_splits`` random CHAIR splits of ``len(caption_items)`` images, seeds ``seed, seed + 1, ...``
+        (the first is ``caption_items``); they differ only when ``image_dir`` holds more images (small mode:
+        ``setup(pool=...)``)."""
+        return chair_splits(self.image_dir, len(self.caption_items), n_splits, self.seed, self.caption_prompt)
 
     def pope_items(self, split: str, limit: int | None = None) -> list[Item]:
         """POPE items of one split (the first ``limit`` questions, if given)."""
@@ -78,6 +97,7 @@ def setup(
     pope_version: str = "coco",
     dtype: str = "auto",
     device_map: str | None = None,
+    pool: int | None = None,
 ) -> Setup:
     """Load the model and the data of one mode.
 
@@ -90,7 +110,10 @@ def setup(
         results_dir: output folder (a ``<mode>_<model>`` subfolder is used).
         coco_images: the val2014 image folder (full mode; or ``$COCO_IMAGES``).
         pope_version: POPE question-file version in the data registry (full mode).
-        dtype, device_map: passed to :func:`eahlib.load_model`.
+        dtype, device_map: passed to :func:`eahlib.load_model`. Under ``torchrun`` / ``accelerate launch`` the
+            default device is the process's own (``cuda:LOCAL_RANK``), and the runs shard their items.
+        pool: small mode: images in the exported set, from which the caption sample and further CHAIR splits
+            are drawn (default ``n_images``: one split holds every image).
 
     Returns:
         The :class:`Setup`.
@@ -99,24 +122,29 @@ def setup(
         raise ValueError(f"mode must be 'small' or 'full', got {mode!r}.")
     name = model_name or (SMALL_MODEL if mode == "small" else FULL_MODEL)
     out = Path(results_dir) / f"{mode}_{name.replace('/', '_')}"
-    model, processor = load_model(name, dtype=dtype, device_map=device_map)
+    shard = Shard.from_environment()
+    model, processor = load_model(name, dtype=dtype,
+                                  device_map=shard.device if device_map is None and shard.world_size > 1 else device_map)
     if mode == "small":
         from eahlib.organism import CAPTION_REQUEST, POPE_SPLITS, export_evaluation_set
 
         count = n_images or 48
-        evaluation = export_evaluation_set(count, seed, out / f"shapes_seed{seed}_n{count}")
+        if pool is not None and pool < count:
+            raise ValueError(f"pool={pool} must hold at least n_images={count} images.")
+        size = pool or count
+        evaluation = export_evaluation_set(size, seed, out / f"shapes_seed{seed}_n{size}")
         image_dir = evaluation.image_path(evaluation.image_ids[0]).parent
         items = chair_items(image_dir, count, seed, CAPTION_REQUEST)
         chair = ChairEvaluator.from_coco(evaluation.annotation_dir, vocabulary=evaluation.vocabulary_file)
         pope = {split: evaluation.pope_file(split) for split in POPE_SPLITS}
-        return Setup(mode, name, model, processor, image_dir, items, CAPTION_REQUEST, chair, pope, out)
+        return Setup(mode, name, model, processor, image_dir, items, CAPTION_REQUEST, chair, pope, out, seed)
     folder = Path(coco_images or os.environ.get("COCO_IMAGES", "")).expanduser()
     if not str(folder) or not folder.is_dir():
         raise FileNotFoundError("Full mode needs the COCO val2014 images: pass coco_images= or set COCO_IMAGES.")
     items = chair_items(folder, n_images or 500, seed, CHAIR_PROMPT)
     chair = ChairEvaluator.from_ground_truth("ritual")
     pope = {split: data_registry.pope_questions(pope_version, split) for split in data_registry.POPE_SPLITS}
-    return Setup(mode, name, model, processor, folder, items, CHAIR_PROMPT, chair, pope, out)
+    return Setup(mode, name, model, processor, folder, items, CHAIR_PROMPT, chair, pope, out, seed)
 
 
 def run_condition(
@@ -142,15 +170,10 @@ def run_condition(
 
 
 def _records(results: Path, items: Sequence[Item] | None) -> list[dict[str, Any]]:
-    """A results file's records, restricted to ``items`` (a file may hold more, from other runs)."""
-    records = read_records(results)
-    if items is None:
-        return records
-    wanted = {item.item_id for item in items}
-    kept = [r for r in records if r["item_id"] in wanted]
-    if len(kept) != len(wanted):
-        raise RuntimeError(f"{results} lacks {len(wanted) - len(kept)} of the requested items; rerun the condition.")
-    return kept
+    """A results file's records of ``items``, in their order (default: every record; a file may hold more,
+    from other runs); refused, naming them, if an item is there twice or missing (see
+    :func:`eahlib.bench.runner.read_results`)."""
+    return read_results(results, None if items is None else [item.item_id for item in items])
 
 
 def chair_result(setup: Setup, results: Path, items: Sequence[Item] | None = None) -> ChairResult:
@@ -161,19 +184,9 @@ def chair_result(setup: Setup, results: Path, items: Sequence[Item] | None = Non
 
 def per_caption(setup: Setup, results: Path, items: Sequence[Item] | None = None) -> pd.DataFrame:
     """One row per caption of ``items`` (default: every record): image id, hallucination flag,
-    hallucinated and total mentions, recalled and ground-truth objects."""
-    return _caption_frame(chair_result(setup, results, items))
-
-
-def _caption_frame(result: ChairResult) -> pd.DataFrame:
-    return pd.DataFrame({
-        "image_id": [s["image_id"] for s in result.sentences],
-        "hallucinated": [s["metrics"]["CHAIRs"] for s in result.sentences],
-        "n_hallucinated": [len(s["mscoco_hallucinated_words"]) for s in result.sentences],
-        "n_mentions": [len(s["mscoco_generated_words"]) for s in result.sentences],
-        "recalled": [len(set(s["mscoco_gt_words"]) & set(s["mscoco_generated_words"])) for s in result.sentences],
-        "n_gt": [len(s["mscoco_gt_words"]) for s in result.sentences],
-    })
+    hallucinated and total mentions, recalled and ground-truth objects, words
+    (:func:`eahlib.bench.tables.caption_frame`)."""
+    return caption_frame(chair_result(setup, results, items))
 
 
 def evaluate_conditions(
@@ -255,11 +268,18 @@ def ablation_conditions(
         other_layers: the layers where the densest head is also tried (default: every other layer;
             a 30-layer model makes that 29 conditions).
 
+    Raises:
+        ValueError: ``layer`` or one of ``other_layers`` is not a layer of the model (the message gives the range).
+
     Returns:
         ``greedy`` (baseline); at ``layer``: densest, sparsest, random, every single head,
         each ``k``, ``decode="reuse"``, the release preset's choices; the densest head at every
         other layer; zero-ablations.
     """
+    layers = [layer, *([] if other_layers is None else other_layers)]
+    outside = [value for value in layers if not 0 <= value < n_layers]
+    if outside:
+        raise ValueError(f"Layers {outside} do not exist: the model has {n_layers} layers, 0 to {n_layers - 1} (0-based).")
     base = {k: v for k, v in eah.items() if k != "layer"}
     conditions: dict[str, Method] = {"greedy": _method("greedy")}
 
@@ -276,7 +296,7 @@ def ablation_conditions(
     eah_at(f"L{layer} densest decode=reuse", decode="reuse")
     eah_at(f"L{layer} release preset", preset="release", normalizer=None)
     for other in range(n_layers) if other_layers is None else other_layers:
-        if other != layer and 0 <= other < n_layers:
+        if other != layer:
             conditions[f"L{other} densest"] = _method("eah", {"eah": {**base, "layer": other}})
     for head in zero_heads:
         conditions[f"L{layer} zero head {head}"] = _method("ablate", {"ablate": {"heads": {str(layer): [head]}}})
@@ -313,53 +333,49 @@ def published_comparison(table: pd.DataFrame) -> pd.DataFrame:
 def benchmark_table(
     setup: Setup,
     methods: Mapping[str, Method],
-    caption_items: Sequence[Item],
+    captions: Sequence[Item] | Mapping[str, Sequence[Item]],
     pope_limit: int | None = None,
     max_new_tokens: int = 512,
     batch_size: int = 16,
     seed: int = 0,
     limits: Mapping[str, int] | None = None,
+    reference: str = "greedy",
 ) -> pd.DataFrame:
-    """CHAIR and POPE (every split) per method, in percent, with 95% bootstrap intervals.
+    """CHAIR and POPE (every split) per method, in percent, with their uncertainty.
+
+    Every method runs on the same images and questions (resumable, sharded under ``torchrun``), in
+    ``<results_dir>/benchmarks/``; the table is :func:`eahlib.bench.tables.results_table` of them.
 
     Args:
-        limits: method name -> at most this many captions and POPE questions per split (the first
-            ones), for a slow method in a quick run; the others use every item.
+        captions: the caption sample, or CHAIR splits by name (:meth:`Setup.caption_splits`): every image
+            of the splits is captioned once; CHAIR is reported over the pooled images and as mean ± std
+            over splits.
+        pope_limit: at most this many questions per POPE split (the first ones).
+        limits: method name -> at most this many captions (the first ones of the first split, which is
+            then its only split) and POPE questions per split, for a slow method in a quick run; the others
+            use every item.
+        reference: the method the paired differences are taken from (if it is among ``methods``).
+        seed: seed of the bootstrap resampling.
 
     Returns:
-        One row per method: ``CHAIRs``, ``CHAIRi``, ``Recall``, ``Len`` (+ ``_low``/``_high`` for
-        CHAIRs and CHAIRi) and, per POPE split, ``accuracy``, ``precision``, ``recall``, ``f1``,
-        ``yes_ratio`` (+ interval for accuracy); ``n_captions`` and ``n_pope`` (questions per split);
-        a ``parameters`` column records each method.
+        One row per method (see :func:`eahlib.bench.tables.results_table` for the columns: intervals,
+        split spread, paired differences from ``reference``).
     """
-    from eahlib.bench.pope import pope_metrics
-
-    rows = []
+    splits = {name: list(items) for name, items in captions.items()} if isinstance(captions, Mapping) \
+        else {"all": list(captions)}
+    folder = setup.results_dir / "benchmarks"
+    first = next(iter(splits))
     for name, method in methods.items():
         limit = (limits or {}).get(name)
-        method_items = caption_items[:limit]
+        method_splits = splits if limit is None else {first: splits[first][:limit]}
         method_pope = limit if pope_limit is None else pope_limit if limit is None else min(limit, pope_limit)
-        files = run_condition(setup, name, method, method_items, (), max_new_tokens, batch_size, "benchmarks")
-        result = chair_result(setup, files["chair"], method_items)
-        captions, overall = _caption_frame(result), result.overall
-        row: dict[str, Any] = {"method": name, "parameters": str(method.settings()), "n_captions": len(captions)}
-        chairs = bootstrap_mean(captions.hallucinated, seed=seed)
-        chairi = bootstrap_ratio(captions.n_hallucinated, captions.n_mentions, seed=seed)
-        row.update({"CHAIRs": 100 * chairs.value, "CHAIRs_low": 100 * chairs.low, "CHAIRs_high": 100 * chairs.high,
-                    "CHAIRi": 100 * chairi.value, "CHAIRi_low": 100 * chairi.low, "CHAIRi_high": 100 * chairi.high,
-                    "Recall": 100 * overall["Recall"], "Len": overall["Len"]})
+        config = {"model": setup.model_name, "condition": name}
+        generate_records(setup.model, setup.processor, method, split_union(method_splits), folder / f"{name}_chair.jsonl",
+                         {**config, "task": "chair"}, max_new_tokens, batch_size,
+                         splits={split: [item.item_id for item in items] for split, items in method_splits.items()})
         for split in setup.pope_files:
-            items = setup.pope_items(split, method_pope)
-            row["n_pope"] = len(items)
-            results = generate_records(setup.model, setup.processor, method, items,
-                                       setup.results_dir / "benchmarks" / f"{name}_pope_{split}.jsonl",
-                                       {"model": setup.model_name, "task": "pope", "split": split}, 10, batch_size)
-            answers = _records(results, items)
-            metrics = pope_metrics([r["label"] for r in answers], [r["output"] for r in answers])
-            accuracy = bootstrap_mean([pope_answer(r["output"]) == r["label"] for r in answers], seed=seed)
-            row.update({f"POPE {split} {k}": 100 * metrics[k] for k in ("accuracy", "precision", "recall", "f1",
-                                                                      "yes_ratio")})
-            row.update({f"POPE {split} accuracy_low": 100 * accuracy.low,
-                        f"POPE {split} accuracy_high": 100 * accuracy.high})
-        rows.append(row)
-    return pd.DataFrame(rows).set_index("method")
+            generate_records(setup.model, setup.processor, method, setup.pope_items(split, method_pope),
+                             folder / f"{name}_pope_{split}.jsonl", {**config, "task": "pope", "split": split}, 10,
+                             batch_size)
+    return results_table(folder, setup.chair, reference=reference if reference in methods else None,
+                         names=list(methods), seed=seed)

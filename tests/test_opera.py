@@ -449,8 +449,8 @@ def test_benchmark_table_limits_opera_and_sets_published_numbers_beside_ours(coc
                   ChairEvaluator.from_ground_truth(GROUND_TRUTH), {"adversarial": pope_file}, tmp_path / "results")
     methods = {"greedy": resolve_method("greedy"), "opera": resolve_method("opera")}
     table = benchmark_table(setup, methods, setup.caption_items, pope_limit=4, max_new_tokens=4, limits={"opera": 2})
-    assert table.n_captions.tolist() == [3, 2] and table.n_pope.tolist() == [4, 2]
-    assert "'opera': {'num_beams': 5" in table.loc["opera", "parameters"]
+    assert table.n_captions.tolist() == [3, 2] and table["POPE adversarial n"].tolist() == [4, 2]
+    assert "opera(num_beams=5" in table.loc["opera", "parameters"]
 
     ours = pd.DataFrame({"CHAIRs": [50.0, 47.0, 40.0, 45.0], "CHAIRi": [14.0, 13.0, 11.0, 12.0],
                          "POPE random f1": [80.0, 81.0, 82.0, 83.0], "POPE adversarial f1": [70.0, 71.0, 72.0, 75.0]},

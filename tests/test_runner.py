@@ -13,16 +13,19 @@ import pytest
 from eahlib.bench import ChairEvaluator, pope_metrics
 from eahlib.bench.__main__ import main as cli
 from eahlib.bench.runner import (
+    ResultsError,
     Shard,
     chair_items,
     config_hash,
     generate_records,
     pope_items,
     read_records,
+    read_results,
     run_chair,
     run_pope,
     score_chair,
     score_pope,
+    shard_files,
 )
 from eahlib.bench.tables import plot_results, results_table, to_markdown
 from eahlib.methods import Method, resolve_method
@@ -51,7 +54,8 @@ def test_chair_end_to_end(pipeline, coco_dir: Path, tmp_path: Path) -> None:
     direct = evaluator.evaluate([{"image_id": r["image_id"], "caption": r["output"]} for r in records])
     assert result.overall == direct.overall and len(result.sentences) == 4
     config = json.loads((results.parent / "chair_eah+greedy.config.json").read_text())
-    assert config["eah"]["relative_threshold"] == 1.0 and config["n_images"] == 4
+    assert config["eah"]["relative_threshold"] == 1.0
+    assert config["item_ids"] == [r["item_id"] for r in records] and config["splits"] == {"1": config["item_ids"]}
 
 
 def test_chair_sample_depends_only_on_seed(coco_dir: Path) -> None:
@@ -152,15 +156,20 @@ def test_resumed_records_equal_an_uninterrupted_run(pipeline, coco_dir: Path, tm
     assert read_records(whole) == read_records(part)
 
 
-def test_shards_merge_into_one_file(pipeline, coco_dir: Path, tmp_path: Path) -> None:
+def test_shards_merge_into_one_file_equal_to_one_process(pipeline, coco_dir: Path, tmp_path: Path) -> None:
+    """Ranks simulated one after the other in this process; tests/test_multiprocess.py launches real ones."""
     model, processor = pipeline
     items = chair_items(coco_dir, 5, seed=0)
+    one = generate_records(model, processor, resolve_method("greedy"), items, tmp_path / "one.jsonl", {}, 3, 2, Shard())
     output = tmp_path / "sharded.jsonl"
-    for rank in (1, 0):
-        generate_records(model, processor, resolve_method("greedy"), items, output, {}, 3, 2, Shard(rank, 2))
-    shard_ids = [[r["item_id"] for r in read_records(output.with_suffix(f".rank{k}.jsonl"))] for k in (0, 1)]
+    with pytest.raises(ResultsError, match=f"2 of 5 items are missing: {items[1].item_id}, {items[3].item_id}"):
+        generate_records(model, processor, resolve_method("greedy"), items, output, {}, 3, 2, Shard(0, 2))
+    generate_records(model, processor, resolve_method("greedy"), items, output, {}, 3, 2, Shard(1, 2))
+    shard_ids = [[r["item_id"] for r in read_records(path)] for path in shard_files(output)]
     assert shard_ids == [[items[0].item_id, items[2].item_id, items[4].item_id], [items[1].item_id, items[3].item_id]]
-    assert sorted(r["item_id"] for r in read_records(output)) == sorted(i.item_id for i in items)
+    generate_records(model, processor, resolve_method("greedy"), items, output, {}, 3, 2, Shard(0, 2))  # the rerun
+    assert read_records(output) == read_records(one)  # item order, record for record
+    assert read_results(output) == read_records(one)
 
 
 def test_methods_registry() -> None:
@@ -203,7 +212,8 @@ def test_cli_and_tables(coco_dir: Path, pope_file: Path, tmp_path: Path, capsys)
     assert '"CHAIRs"' in printed and '"accuracy"' in printed
     table = results_table(out, ChairEvaluator.from_ground_truth(GROUND_TRUTH))
     assert list(table.index) == ["eah+greedy", "greedy"]
-    assert {"CHAIR CHAIRs", "POPE coco_pope_test accuracy", "parameters"} <= set(table.columns)
+    assert {"CHAIRs", "CHAIRs_low", "CHAIRs vs greedy_high", "POPE coco_pope_test accuracy",
+            "POPE coco_pope_test f1 vs greedy", "parameters"} <= set(table.columns)
     assert "relative_threshold=1.0" in table.loc["eah+greedy", "parameters"]
     assert "| eah+greedy" in to_markdown(table, tmp_path / "table.md")
     assert plot_results(table, tmp_path / "fig.png").stat().st_size > 1000
@@ -238,3 +248,113 @@ def test_unknown_method_or_parameter_is_refused_with_the_valid_ones(capsys: pyte
     with pytest.raises(SystemExit):
         main([*common, "--method", "vcd", "--param", "vcd.alfa=2"])
     assert "it takes ['alpha', 'beta', 'noise_step', 'seed']" in capsys.readouterr().err
+
+
+def test_duplicates_and_missing_items_are_refused_by_name_and_a_rerun_repairs_them(
+    pipeline, coco_dir: Path, pope_file: Path, tmp_path: Path
+) -> None:
+    from eahlib.experiments import _records
+
+    model, processor = pipeline
+    greedy = resolve_method("greedy")
+    results = run_pope(model, processor, greedy, pope_file, coco_dir, tmp_path, "tiny", "test", 3, 2)
+    records = read_records(results)
+    broken = [records[0], *records[:3], *records[4:], records[5]]  # question 1 and 6 twice, question 4 missing
+    results.write_text("".join(json.dumps(r) + "\n" for r in broken))
+    message = r"2 item\(s\) appear more than once: 1, 6; 1 of 6 items are missing: 4\. Rerun"
+    for score in (lambda: score_pope(results), lambda: read_results(results), lambda: results_table(tmp_path),
+                  lambda: _records(results, pope_items(pope_file, coco_dir))):
+        with pytest.raises(ResultsError, match=message):
+            score()
+    generated: list[int] = []
+    real_generate = Method.generate
+
+    def counting(self, model, inputs, max_new_tokens):
+        generated.append(inputs["input_ids"].shape[0])
+        return real_generate(self, model, inputs, max_new_tokens)
+
+    with mock.patch.object(Method, "generate", counting):
+        run_pope(model, processor, greedy, pope_file, coco_dir, tmp_path, "tiny", "test", 3, 2)
+    assert generated == [1]  # only question 4
+    assert sorted(read_results(results), key=lambda r: r["question_id"]) == records
+    assert score_pope(results) == pope_metrics([r["label"] for r in records], [r["output"] for r in records])
+
+
+def test_one_process_among_several_is_refused(pipeline, coco_dir: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    model, processor = pipeline
+    items = chair_items(coco_dir, 2, seed=0)
+    assert Shard.from_environment("cpu") == Shard(0, 1, "cpu")  # alone: one process, the whole run
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(RuntimeError, match="one of 2 processes .* but the shard says one"):
+        generate_records(model, processor, resolve_method("greedy"), items, tmp_path / "r.jsonl", {}, 2, 2, Shard())
+    with pytest.raises(RuntimeError, match="started 2 processes but this one joined a group of 1"):
+        Shard.from_environment("cpu")
+    assert not (tmp_path / "r.jsonl").exists()
+    monkeypatch.delenv("WORLD_SIZE")
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "True")  # what `accelerate launch --cpu --num_processes 2` leaves
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    with pytest.raises(RuntimeError, match="started this one process only.*torchrun --nproc_per_node N"):
+        Shard.from_environment("cpu")
+
+
+def test_chair_splits_share_captions_and_are_scored_per_split(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import numpy as np
+
+    from eahlib.organism import export_evaluation_set
+
+    exported = export_evaluation_set(8, seed=3, root=tmp_path / "set")
+    images, out = exported.root / "images", tmp_path / "out"
+    common = ["chair", "--model", "organism", "--images", str(images), "--out", str(out), "--device", "cpu",
+              "--n-images", "4", "--max-new-tokens", "16", "--batch-size", "3", "--annotations",
+              str(exported.annotation_dir), "--vocabulary", str(exported.vocabulary_file)]
+    cli(common)
+    first = [r["item_id"] for r in read_records(out / "chair_greedy.jsonl")]
+    capsys.readouterr()
+    generated: list[int] = []
+    real_generate = Method.generate
+
+    def counting(self, model, inputs, max_new_tokens):
+        generated.append(inputs["input_ids"].shape[0])
+        return real_generate(self, model, inputs, max_new_tokens)
+
+    with mock.patch.object(Method, "generate", counting):
+        cli([*common, "--splits", "3"])
+    printed = json.loads(capsys.readouterr().out)
+    splits = {str(seed): [i.item_id for i in chair_items(images, 4, seed)] for seed in (42, 43, 44)}
+    union = list(dict.fromkeys(item for split in splits.values() for item in split))
+    assert splits["42"] == first and len(union) > 4
+    assert sum(generated) == len(union) - 4  # each image captioned once; split 42's captions reused
+    assert [r["item_id"] for r in read_records(out / "chair_greedy.jsonl")] == union
+    evaluator = ChairEvaluator.from_coco(exported.annotation_dir, vocabulary=exported.vocabulary_file)
+    records = {r["item_id"]: r for r in read_records(out / "chair_greedy.jsonl")}
+    expected = {seed: evaluator.evaluate([{"image_id": records[i]["image_id"], "caption": records[i]["output"]}
+                                          for i in ids]).overall for seed, ids in splits.items()}
+    for metric in ("CHAIRs", "CHAIRi", "Recall", "Len"):
+        values = [expected[seed][metric] for seed in splits]
+        assert [printed["splits"][seed][metric] for seed in splits] == pytest.approx(values), metric
+        assert printed["split_mean"][metric] == pytest.approx(np.mean(values))
+        assert printed["split_std"][metric] == pytest.approx(np.std(values, ddof=1))
+    pooled = evaluator.evaluate([{"image_id": records[i]["image_id"], "caption": records[i]["output"]} for i in union])
+    assert printed["CHAIRs"] == pytest.approx(pooled.overall["CHAIRs"])
+    assert len({printed["splits"][seed]["CHAIRs"] for seed in splits}) > 1  # the splits differ
+
+
+def test_one_process_resumes_from_the_shards_of_a_killed_multi_process_run(pipeline, coco_dir: Path,
+                                                                           tmp_path: Path) -> None:
+    model, processor = pipeline
+    items = chair_items(coco_dir, 5, seed=0)
+    one = generate_records(model, processor, resolve_method("greedy"), items, tmp_path / "one.jsonl", {}, 3, 2, Shard())
+    output = tmp_path / "run.jsonl"
+    generate_records(model, processor, resolve_method("greedy"), items, output, {}, 3, 2, Shard(1, 2))  # rank 0 died
+    generated: list[int] = []
+    real_generate = Method.generate
+
+    def counting(self, model, inputs, max_new_tokens):
+        generated.append(inputs["input_ids"].shape[0])
+        return real_generate(self, model, inputs, max_new_tokens)
+
+    with mock.patch.object(Method, "generate", counting):
+        generate_records(model, processor, resolve_method("greedy"), items, output, {}, 3, 2, Shard())
+    assert sum(generated) == 3  # rank 0's share only; rank 1's records are taken from its shard
+    assert read_records(output) == read_records(one)

@@ -49,3 +49,33 @@ def test_depth_trend_detects_dense_shallow_layers() -> None:
     assert flat.p_value > 0.01
     with pytest.raises(ValueError, match="images >= 2"):
         stats.depth_trend(np.ones(5))
+
+
+def test_paired_difference_separates_what_per_method_intervals_cannot() -> None:
+    rng = np.random.default_rng(4)
+    difficulty = rng.uniform(0, 1, size=120)  # images differ a lot; the treatment lowers every one a little
+    control = rng.binomial(1, difficulty)
+    treated = np.where(rng.uniform(size=120) < 0.25, 0, control)  # a quarter of the hallucinations removed
+    a, b = stats.bootstrap_mean(treated), stats.bootstrap_mean(control)
+    assert a.high > b.low  # the per-method intervals overlap...
+    mean = lambda x, axis=-1: np.mean(x, axis=axis)
+    paired = stats.bootstrap_paired_difference(mean, [treated], [control])
+    assert paired.value == pytest.approx(treated.mean() - control.mean())
+    assert paired.high < 0  # ...the paired one excludes 0
+    assert paired.value == pytest.approx(stats.bootstrap_difference(treated, control).value)
+
+
+def test_paired_ratio_difference_resamples_both_methods_jointly() -> None:
+    rng = np.random.default_rng(5)
+    mentions = rng.integers(1, 10, size=200)
+    control = rng.binomial(mentions, 0.3)
+    treated = np.maximum(control - 1, 0)
+    paired = stats.bootstrap_paired_difference(stats.ratio_of_sums, [treated, mentions], [control, mentions])
+    assert paired.value == pytest.approx(treated.sum() / mentions.sum() - control.sum() / mentions.sum())
+    separate = stats.bootstrap_ratio(treated, mentions).high - stats.bootstrap_ratio(treated, mentions).low
+    assert paired.high - paired.low < separate  # joint resampling cancels the spread between images
+    assert stats.bootstrap_paired_difference(stats.ratio_of_sums, [control, mentions], [control, mentions]) == \
+        stats.Estimate(0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="pair up"):
+        stats.bootstrap_paired_difference(stats.ratio_of_sums, [treated, mentions], [control[:-1], mentions[:-1]])
+    assert stats.ratio_of_sums(np.array([0, 0]), np.array([0, 0])) == 0.0

@@ -9,8 +9,11 @@ Examples::
         --out results/llava --method greedy --splits random popular adversarial
     python -m eahlib.bench table --results results/llava --markdown results/llava/table.md
 
-On several GPUs: ``accelerate launch -m eahlib.bench chair ...`` shards the items across
-processes (one model copy per GPU) and merges the results.
+Several processes split the items (one model copy each) and merge the results, on GPUs (nccl, one GPU per
+process) or on the CPU (gloo)::
+
+    torchrun --nproc_per_node 2 -m eahlib.bench pope ...
+    accelerate launch --multi_gpu --num_processes 2 -m eahlib.bench pope ...   # also on a CPU-only machine
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 
 from eahlib import data_registry
@@ -29,12 +33,14 @@ from eahlib.bench.runner import (
     CHAIR_PROMPT,
     POPE_MAX_NEW_TOKENS,
     Shard,
+    read_config,
     run_chair,
+    run_item_ids,
     run_pope,
     score_chair,
     score_pope,
 )
-from eahlib.bench.tables import plot_results, results_table, to_markdown
+from eahlib.bench.tables import caption_frame, plot_results, results_table, split_scores, to_markdown
 from eahlib.methods import components, resolve_method
 from eahlib.models import load_model
 
@@ -97,8 +103,22 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace, shard: Shard) -> tuple[Any, Any]:
-    device = f"cuda:{shard.rank}" if args.device == "cuda" and shard.world_size > 1 else args.device
-    return load_model(args.model, dtype=args.dtype, device_map=device)
+    """The model on this process's device (``cuda:LOCAL_RANK`` when several processes share the GPUs)."""
+    return load_model(args.model, dtype=args.dtype, device_map=shard.device if shard.world_size > 1 else args.device)
+
+
+def _chair_summary(results: Path, evaluator: ChairEvaluator) -> dict[str, Any]:
+    """Pooled CHAIR of a run and, with several splits, CHAIR per split and its mean and sample std."""
+    result = score_chair(results, evaluator)
+    summary: dict[str, Any] = {"results": str(results), **result.overall}
+    splits = read_config(results).get("splits", {})
+    if len(splits) > 1:
+        captions = caption_frame(result).set_index(pd.Index(run_item_ids(results)))
+        per_split = split_scores(captions, splits)
+        summary["splits"] = per_split.to_dict(orient="index")
+        summary["split_mean"] = per_split.drop(columns="n").mean().to_dict()
+        summary["split_std"] = per_split.drop(columns="n").std(ddof=1).to_dict()
+    return summary
 
 
 def _evaluator(args: argparse.Namespace) -> ChairEvaluator:
@@ -118,7 +138,10 @@ def main(argv: list[str] | None = None) -> None:
     chair = commands.add_parser("chair", help="caption sampled images, then score CHAIR")
     _common(chair)
     chair.add_argument("--n-images", type=int, default=500)
-    chair.add_argument("--seed", type=int, default=42)
+    chair.add_argument("--seed", type=int, default=42, help="seed of the (first) image sample")
+    chair.add_argument("--splits", type=int, default=1, metavar="N",
+                       help="random splits of --n-images images, seeds --seed, --seed+1, ... (VHR: 5); each image is "
+                            "captioned once; CHAIR is printed pooled, per split and as mean and sample std over splits")
     chair.add_argument("--prompt", default=CHAIR_PROMPT)
     chair.add_argument("--max-new-tokens", type=int, default=CHAIR_MAX_NEW_TOKENS)
     chair.add_argument("--annotations", type=Path, help="COCO 2014 annotation folder for the CHAIR ground truth")
@@ -140,6 +163,8 @@ def main(argv: list[str] | None = None) -> None:
     table.add_argument("--vocabulary", type=Path)
     table.add_argument("--no-chair", action="store_true", help="skip CHAIR (no ground truth needed)")
     table.add_argument("--scorer", default="pope")
+    table.add_argument("--reference", default="greedy",
+                       help="paired differences of every method from this one, over the same items (default greedy)")
     table.add_argument("--markdown", type=Path, help="write the table as markdown here")
     table.add_argument("--figure", type=Path, help="write a bar chart here (PNG)")
 
@@ -149,7 +174,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.command == "table":
         evaluator = None if args.no_chair else _evaluator(args)
-        frame = results_table(args.results, evaluator, args.scorer)
+        frame = results_table(args.results, evaluator, args.scorer, args.reference)
         print(to_markdown(frame, args.markdown))
         if args.figure is not None:
             print(f"figure written to {plot_results(frame, args.figure)}")
@@ -159,22 +184,21 @@ def main(argv: list[str] | None = None) -> None:
         method = resolve_method(args.method, parse_params(args.param))
     except ValueError as error:  # before any model is loaded
         parser.error(str(error))
-    shard = Shard.from_accelerate()
+    shard = Shard.from_environment(args.device.split(":")[0])
     model, processor = _load(args, shard)
     if args.command == "chair":
         evaluator = _evaluator(args)  # fail on missing ground truth before generating
         results = run_chair(model, processor, method, args.images, args.out, args.model, args.n_images, args.seed,
-                            args.prompt, args.max_new_tokens, args.batch_size, shard)
-        if shard.rank == 0:
-            overall = score_chair(results, evaluator).overall
-            print(json.dumps({"results": str(results), **overall}, indent=2))
+                            args.prompt, args.max_new_tokens, args.batch_size, shard, args.splits)
+        if shard.is_main:
+            print(json.dumps(_chair_summary(results, evaluator), indent=2))
         return
     splits = [args.questions.stem] if args.questions is not None else args.splits
     for split in splits:
         questions = args.questions or data_registry.pope_questions(args.questions_version, split)
         results = run_pope(model, processor, method, questions, args.images, args.out, args.model, split,
                            args.max_new_tokens, args.batch_size, shard)
-        if shard.rank == 0:
+        if shard.is_main:
             print(json.dumps({"results": str(results), "split": split, **score_pope(results, args.scorer)}, indent=2))
 
 

@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
 from transformers import LlavaForConditionalGeneration, LlavaProcessor
 
 from eahlib.bench import ChairEvaluator, load_pope_questions, pope_metrics
@@ -33,6 +32,7 @@ from eahlib.organism.export import POPE_SPLITS, EvaluationSet, export_evaluation
 from eahlib.organism.tokenizer import CAPTION_REQUEST
 from eahlib.organism.world import CLASS_NAMES, GENERATOR_VERSION, PARTNER
 from eahlib.profile import sink_profile
+from eahlib.progress import progress
 
 SINK_RELATIVE_THRESHOLD = 4.0
 TOKEN_TYPES = ("bos", "system", "image", "text")
@@ -65,7 +65,7 @@ def generate_answers(
         raise ValueError(f"Got {len(images)} images but {len(questions)} questions; pass one image per question.")
     answers: list[str] = []
     pairs = list(zip(images, questions))
-    for batch in tqdm(_batches(pairs, batch_size), desc=desc, disable=None):
+    for batch in progress(_batches(pairs, batch_size), desc=desc):
         inputs = processor(images=[image for image, _ in batch], text=[chat_prompt(processor, q) for _, q in batch],
                            return_tensors="pt", padding=True)
         output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
@@ -132,7 +132,7 @@ def sink_statistics(
     flagged = {kind: [] for kind in TOKEN_TYPES}
     peak = {kind: [] for kind in TOKEN_TYPES}
     patches = np.stack([scene.object_patches.reshape(-1) for scene in evaluation.scenes])
-    for start in tqdm(range(0, len(images), batch_size), desc="sink profile", disable=None):
+    for start in progress(range(0, len(images), batch_size), desc="sink profile"):
         batch = images[start : start + batch_size]
         inputs = processor(images=list(batch), text=[chat_prompt(processor, CAPTION_REQUEST)] * len(batch), return_tensors="pt")
         profile = sink_profile(model, relative_threshold=SINK_RELATIVE_THRESHOLD, **inputs)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,10 +133,10 @@ def export_evaluation_set(n: int, seed: int, root: str | os.PathLike) -> Evaluat
     for folder in ("images", "annotations", "pope"):
         (out.root / folder).mkdir(parents=True, exist_ok=True)
     for image_id, scene in zip(out.image_ids, scenes):
-        scene.image.save(out.image_path(image_id))
+        _replace(out.image_path(image_id), lambda path, image=scene.image: image.save(path, format="PNG"))
     for name, payload in _coco_payloads(scenes).items():
-        (out.annotation_dir / name).write_text(json.dumps(payload), encoding="utf-8")
-    out.vocabulary_file.write_text("\n".join(CLASS_NAMES) + "\n", encoding="utf-8")
+        _write_text(out.annotation_dir / name, json.dumps(payload))
+    _write_text(out.vocabulary_file, "\n".join(CLASS_NAMES) + "\n")
     questions: dict[str, list[dict]] = {split: [] for split in POPE_SPLITS}
     for image_id, scene in zip(out.image_ids, scenes):
         rng = np.random.default_rng([seed, image_id, 1])
@@ -148,5 +149,17 @@ def export_evaluation_set(n: int, seed: int, root: str | os.PathLike) -> Evaluat
                     "text": f"Is there a {name} in the image?", "label": label,
                 })
     for split, rows in questions.items():
-        out.pope_file(split).write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+        _write_text(out.pope_file(split), "".join(json.dumps(row) + "\n" for row in rows))
     return out
+
+
+def _replace(path: Path, write: Callable[[Path], object]) -> None:
+    """Write ``path`` through a temporary file and swap it in, so that a process reading it while another
+    one exports the same set (several processes of one run) never sees half a file."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    write(partial)
+    os.replace(partial, path)
+
+
+def _write_text(path: Path, text: str) -> None:
+    _replace(path, lambda partial: partial.write_text(text, encoding="utf-8"))

