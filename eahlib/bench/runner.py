@@ -164,11 +164,15 @@ def chat_prompt(processor: Any, question: str) -> str:
 def encode_batch(
     model: nn.Module, processor: Any, images: Sequence[str | os.PathLike | Image.Image], prompts: Sequence[str]
 ) -> dict[str, torch.Tensor]:
-    """Left-padded processor inputs for images and their templated prompts, on the model's device and dtype."""
+    """Left-padded processor inputs for images and their templated prompts, on the model's device and dtype.
+
+    The images go in nested, one list per prompt (``[[image], [image], ...]``): processors that take several
+    images per prompt (Idefics3, SmolVLM) read a flat list as all images of the first prompt; the others flatten
+    the nesting (transformers' ``make_flat_list_of_images``)."""
     tokenizer = getattr(processor, "tokenizer", processor)
     tokenizer.padding_side = "left"
     opened = [i if isinstance(i, Image.Image) else Image.open(i).convert("RGB") for i in images]
-    batch = processor(images=opened, text=list(prompts), return_tensors="pt", padding=True)
+    batch = processor(images=[[image] for image in opened], text=list(prompts), return_tensors="pt", padding=True)
     parameter = next(model.parameters())
     return {k: (v.to(parameter.device, parameter.dtype) if v.is_floating_point() else v.to(parameter.device))
             for k, v in batch.items()}
