@@ -304,13 +304,28 @@ def ablation_conditions(
 
 
 PUBLISHED = pd.DataFrame(
-    {"CHAIRs": [49.68, 38.76, 44.28], "CHAIRi": [14.32, 11.05, 13.36], "POPE F1": [84.98, 85.03, float("nan")]},
-    index=pd.Index(["greedy", "eah", "opera"], name="method"),
-)
-"""LLaVA-1.5-7B as re-run by VHR (arXiv 2412.13949), by our method names (``eah`` = EAH on greedy
-decoding, ``opera`` = OPERA with 5 beams): CHAIR in percent (500 COCO val2014 images, mean of 5
-samples), POPE F1 (mean over the splits). VHR cannot run OPERA on LLaVA-NeXT; OPERA's POPE F1 is
-not taken from VHR here (NaN)."""
+    [
+        ("VHR", "greedy", 49.68, 14.32, 84.98),
+        ("VHR", "eah", 38.76, 11.05, 85.03),
+        ("VHR", "opera", 44.28, 13.36, float("nan")),
+        ("VHR", "vhr", 33.32, 9.71, 85.47),
+        ("VAR", "greedy", 45.0, 14.7, 85.90),
+        ("VAR", "var", 43.2, 13.8, 86.53),
+    ],
+    columns=["source", "method", "CHAIRs", "CHAIRi", "POPE F1"],
+).set_index(["source", "method"])
+"""Published numbers for LLaVA-1.5-7B by our method names, each paper beside its own greedy baseline (CHAIR in
+percent, POPE F1):
+
+- ``VHR``: He et al., arXiv 2412.13949 (ACL 2025), its LLaVA-1.5 rows: greedy, EAH (on greedy decoding), OPERA (5 beams) and
+  VHR itself; CHAIR on 500 COCO val2014 images, mean of 5 samples; POPE F1 the mean over the three COCO splits.
+  VHR gives OPERA no POPE F1 (NaN).
+- ``VAR``: Kang et al., ICLR 2025 (arXiv 2503.03321), Table 2: greedy and VAR; CHAIR C_S and C_I, POPE F1 over the
+  three splits pooled ("all"). The protocol (images, prompt, length) is not stated in the paper text we could read;
+  the released configuration decodes greedily with 128 new tokens.
+
+VAF (ClearSight, CVPR 2025) is not here: we found no paper table, only the authors' README, which gives POPE
+random accuracy (LLaVA-1.5-7B: regular 87.8, VAF 89.7) without naming the dataset."""
 
 
 def published_comparison(table: pd.DataFrame) -> pd.DataFrame:
@@ -320,14 +335,17 @@ def published_comparison(table: pd.DataFrame) -> pd.DataFrame:
         table: :func:`benchmark_table`'s output (methods as the index).
 
     Returns:
-        One row per method of both: ``CHAIRs``, ``CHAIRi``, ``POPE F1`` as published, then the same
+        One row per (source, method) of both: ``CHAIRs``, ``CHAIRi``, ``POPE F1`` as published, then the same
         three columns of ours with the suffix ``" (ours)"`` (our POPE F1: the mean over the splits).
     """
-    methods = [method for method in PUBLISHED.index if method in table.index]
+    rows = PUBLISHED[PUBLISHED.index.get_level_values("method").isin(table.index)]
+    methods = list(rows.index.get_level_values("method"))
     ours = table.loc[methods, ["CHAIRs", "CHAIRi"]].copy()
-    f1 = [column for column in table.columns if column.startswith("POPE ") and column.endswith(" f1")]
+    f1 = [column for column in table.columns if column.startswith("POPE ") and column.endswith(" f1")
+          and not column.endswith(("_low", "_high"))]
     ours["POPE F1"] = table.loc[methods, f1].mean(axis=1) if f1 else float("nan")
-    return PUBLISHED.loc[methods].join(ours.add_suffix(" (ours)"))
+    ours.index = rows.index
+    return rows.join(ours.add_suffix(" (ours)"))
 
 
 def benchmark_table(

@@ -456,7 +456,10 @@ def test_benchmark_table_limits_opera_and_sets_published_numbers_beside_ours(coc
                          "POPE random f1": [80.0, 81.0, 82.0, 83.0], "POPE adversarial f1": [70.0, 71.0, 72.0, 75.0]},
                         index=pd.Index(["greedy", "beam", "eah", "opera"], name="method"))
     side = published_comparison(ours)
-    assert side.index.tolist() == ["greedy", "eah", "opera"]
-    assert side.loc["opera", ["CHAIRs", "CHAIRi"]].tolist() == [44.28, 13.36]  # VHR's OPERA on LLaVA-1.5-7B
-    assert side.loc["eah", "CHAIRs (ours)"] == 40.0 and side.loc["opera", "POPE F1 (ours)"] == 79.0
-    assert PUBLISHED.loc["greedy"].tolist() == [49.68, 14.32, 84.98]
+    assert side.index.tolist() == [("VHR", "greedy"), ("VHR", "eah"), ("VHR", "opera"), ("VAR", "greedy")]
+    assert side.loc[("VHR", "opera"), ["CHAIRs", "CHAIRi"]].tolist() == [44.28, 13.36]  # VHR's OPERA, LLaVA-1.5-7B
+    assert side.loc[("VHR", "eah"), "CHAIRs (ours)"] == 40.0 and side.loc[("VHR", "opera"), "POPE F1 (ours)"] == 79.0
+    assert side.loc[("VAR", "greedy"), "CHAIRs (ours)"] == 50.0  # each paper beside its own greedy baseline
+    assert PUBLISHED.loc[("VHR", "greedy")].tolist() == [49.68, 14.32, 84.98]
+    assert PUBLISHED.loc[("VHR", "vhr")].tolist() == [33.32, 9.71, 85.47]  # VHR's own row (issue 19)
+    assert PUBLISHED.loc[("VAR", "var")].tolist() == [43.2, 13.8, 86.53]  # VAR's Table 2
