@@ -110,8 +110,9 @@ def setup(
         results_dir: output folder (a ``<mode>_<model>`` subfolder is used).
         coco_images: the val2014 image folder (full mode; or ``$COCO_IMAGES``).
         pope_version: POPE question-file version in the data registry (full mode).
-        dtype, device_map: passed to :func:`eahlib.load_model`. Under ``torchrun`` / ``accelerate launch`` the
-            default device is the process's own (``cuda:LOCAL_RANK``), and the runs shard their items.
+        dtype, device_map: passed to :func:`eahlib.load_model`. The default device is the process's own: the GPU
+            when one is visible (``cuda:LOCAL_RANK`` under ``torchrun`` / ``accelerate launch``, where the runs shard
+            their items), else the CPU.
         pool: small mode: images in the exported set, from which the caption sample and further CHAIR splits
             are drawn (default ``n_images``: one split holds every image).
 
@@ -123,8 +124,7 @@ def setup(
     name = model_name or (SMALL_MODEL if mode == "small" else FULL_MODEL)
     out = Path(results_dir) / f"{mode}_{name.replace('/', '_')}"
     shard = Shard.from_environment()
-    model, processor = load_model(name, dtype=dtype,
-                                  device_map=shard.device if device_map is None and shard.world_size > 1 else device_map)
+    model, processor = load_model(name, dtype=dtype, device_map=shard.device if device_map is None else device_map)
     if mode == "small":
         from eahlib.organism import CAPTION_REQUEST, POPE_SPLITS, export_evaluation_set
 
