@@ -164,3 +164,20 @@ def test_quick_evaluation_meets_loose_floors(organism: tuple[LlavaForConditional
     assert results["pope_random_accuracy"] >= 0.6
     assert len(results["sinks"]["density"]) == model.config.text_config.num_hidden_layers
     assert sum(results["sinks"]["density"]) > 0
+
+
+def test_summarize_evaluations_gives_the_mean_and_t_interval_over_seeds() -> None:
+    from eahlib.organism.evaluate import summarize_evaluations
+
+    runs = [{"n": 400, "seed": s, "generator_version": "1.0", "exact_set_accuracy": v, "sinks": {}}
+            for s, v in ((1, 0.7), (2, 0.8), (3, 0.9))]
+    row = summarize_evaluations(runs).loc["exact_set_accuracy"]
+    # sd 0.1 over 3 seeds; t(0.975, df 2) = 4.302653 (statistical tables); half width 4.302653 * 0.1 / sqrt(3)
+    assert row["mean"] == pytest.approx(0.8) and row["sd"] == pytest.approx(0.1)
+    assert row["ci_low"] == pytest.approx(0.8 - 0.248414, abs=1e-6)
+    assert row["ci_high"] == pytest.approx(0.8 + 0.248414, abs=1e-6)
+    assert list(row[["seed 1", "seed 2", "seed 3"]]) == [0.7, 0.8, 0.9]
+    with pytest.raises(ValueError, match="distinct seeds"):
+        summarize_evaluations([runs[0], runs[0]])
+    with pytest.raises(ValueError, match="different sizes"):
+        summarize_evaluations([runs[0], {**runs[1], "n": 200}])

@@ -1,4 +1,4 @@
-"""Command line of the shapes-world organism: ``python -m eahlib.organism {train,evaluate,export}``."""
+"""Command line of the shapes-world organism: ``python -m eahlib.organism {train,evaluate,facts,summarize,export}``."""
 
 from __future__ import annotations
 
@@ -41,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     facts.add_argument("--out", type=Path, required=True, help="folder for the CSV tables and facts.md")
     facts.add_argument("--threads", type=int, default=2)
     facts.add_argument("--batch-size", type=int, default=16)
+    summarize = commands.add_parser("summarize", help="mean and 95%% t-interval over seeds of several evaluations")
+    summarize.add_argument("evaluations", type=Path, nargs="+", help="JSON files written by 'evaluate'")
+    summarize.add_argument("--markdown", type=Path, default=None, help="also write the table here")
     export = commands.add_parser("export", help="write an evaluation set in COCO/CHAIR/POPE formats")
     export.add_argument("--n", type=int, default=400)
     export.add_argument("--seed", type=int, default=4321)
@@ -103,6 +106,14 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         torch.set_num_threads(args.threads)
         print(write_facts(args.model, args.out, args.n, args.n_eah, args.seed, args.batch_size))
+    elif args.command == "summarize":
+        from eahlib.organism.evaluate import summarize_evaluations
+
+        table = summarize_evaluations([json.loads(p.read_text(encoding="utf-8")) for p in args.evaluations])
+        text = table.to_markdown(floatfmt=".3f")
+        if args.markdown:
+            args.markdown.write_text(text + "\n", encoding="utf-8")
+        print(text)
     else:
         from eahlib.organism.export import export_evaluation_set
 

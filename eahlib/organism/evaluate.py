@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from PIL import Image
 from transformers import LlavaForConditionalGeneration, LlavaProcessor
@@ -223,3 +224,32 @@ def evaluate_organism(
     results["sinks"] = sink_statistics(model, processor, evaluation, images, batch_size)
     results["examples"] = [{"truth": s.caption(), "caption": c} for s, c in zip(evaluation.scenes[:8], captions)]
     return results
+
+
+def summarize_evaluations(evaluations: Sequence[dict[str, Any]], confidence: float = 0.95) -> pd.DataFrame:
+    """Mean and Student-t interval over evaluation seeds of every scalar metric.
+
+    Each seed is one draw of a fresh evaluation set, so the interval describes how a metric moves from one
+    set of ``n`` images to another (not the item-level uncertainty within a set).
+
+    Args:
+        evaluations: results of :func:`evaluate_organism`, one per seed (at least two, distinct seeds, equal ``n``).
+        confidence: coverage of the interval.
+
+    Returns:
+        One row per metric: ``mean``, ``sd`` (over seeds), ``ci_low``, ``ci_high`` and one column per seed.
+    """
+    from scipy import stats
+
+    seeds = [e["seed"] for e in evaluations]
+    if len(evaluations) < 2 or len(set(seeds)) != len(seeds):
+        raise ValueError(f"Need evaluations of at least two distinct seeds, got seeds {seeds}.")
+    sizes = {e["n"] for e in evaluations}
+    if len(sizes) != 1:
+        raise ValueError(f"Evaluations of different sizes ({sorted(sizes)} images) cannot be pooled; use one --n.")
+    metrics = [k for k, v in evaluations[0].items() if isinstance(v, float)]
+    values = pd.DataFrame({f"seed {s}": [e[m] for m in metrics] for s, e in zip(seeds, evaluations)}, index=metrics)
+    mean, sd = values.mean(axis=1), values.std(axis=1, ddof=1)
+    half = stats.t.ppf((1 + confidence) / 2, df=len(seeds) - 1) * sd / np.sqrt(len(seeds))
+    summary = pd.DataFrame({"mean": mean, "sd": sd, "ci_low": mean - half, "ci_high": mean + half})
+    return pd.concat([summary, values], axis=1)
