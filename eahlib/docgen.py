@@ -1,7 +1,8 @@
 """Generated sections of the documentation, so the pages cannot drift from the code.
 
 A page marks a generated section with ``<!-- generated:NAME -->`` ... ``<!-- /generated:NAME -->``; NAME is one
-of :data:`GENERATORS`: ``support-matrix`` (every image-text-to-text family, from :mod:`eahlib.support`) and
+of :data:`GENERATORS`: ``support-matrix`` (every image-text-to-text family, from :mod:`eahlib.support`), ``support-summary`` (its count
+and the types not served, for the README) and
 ``methods`` (every intervention and decoder with its parameters, published defaults and reference, from the
 method registry: the same facts ``python -m eahlib.bench methods`` prints). ``python -m eahlib.docgen --write``
 rewrites every section of README.md and docs/*.md; ``--check`` exits 1 naming the stale ones (the tests run it).
@@ -41,7 +42,15 @@ def _support_matrix() -> str:
     return markdown()
 
 
-GENERATORS: dict[str, Callable[[], str]] = {"support-matrix": _support_matrix, "methods": methods_markdown}
+def _support_summary() -> str:
+    from eahlib.support import summary_markdown
+
+    return summary_markdown()
+
+
+GENERATORS: dict[str, Callable[[], str]] = {
+    "support-matrix": _support_matrix, "support-summary": _support_summary, "methods": methods_markdown,
+}
 """Section name -> the function that writes its markdown."""
 
 

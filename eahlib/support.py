@@ -67,15 +67,26 @@ def support_matrix() -> list[SupportRow]:
     return sorted(rows, key=lambda r: (r.status != "served", r.model_type))
 
 
-def markdown() -> str:
-    """The matrix as a markdown table."""
+def _headline(rows: list[SupportRow]) -> str:
     import transformers
 
-    rows = support_matrix()
     served = sum(r.status == "served" for r in rows)
+    return (f"{served} of the {len(rows)} image-text-to-text model types of transformers {transformers.__version__} are "
+            "served; each row is checked on a tiny random model by `tests/test_support_matrix.py`.")
+
+
+def summary_markdown() -> str:
+    """One paragraph for the README: the count, then the types not served (their reasons are in the full matrix)."""
+    rows = support_matrix()
+    refused = ", ".join(f"`{r.model_type}`" for r in rows if r.status != "served")
+    return f"{_headline(rows)} Not served, each for a stated reason: {refused}."
+
+
+def markdown() -> str:
+    """The matrix as a markdown table."""
+    rows = support_matrix()
     lines = [
-        f"{served} of the {len(rows)} image-text-to-text model types of transformers {transformers.__version__} are "
-        "served; each row is checked on a tiny random model by `tests/test_support_matrix.py`.",
+        _headline(rows),
         "",
         "| model type | status | family row | example checkpoint | notes / reason |",
         "|---|---|---|---|---|",
