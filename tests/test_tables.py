@@ -18,7 +18,7 @@ import pytest
 from eahlib.bench import ChairEvaluator
 from eahlib.bench.pope import pope_metrics
 from eahlib.bench.runner import ResultsError
-from eahlib.bench.tables import plot_results, results_table
+from eahlib.bench.tables import method_colours, plot_results, results_table
 from tests.conftest import GROUND_TRUTH
 
 CAPTIONS = {
@@ -148,3 +148,9 @@ def test_the_figure_has_the_intervals_as_error_bars(results: Path, evaluator: Ch
     assert differences[0]["height"] == pytest.approx([eah["CHAIRs vs greedy"], eah["POPE adversarial accuracy vs greedy"]])
     assert differences[0]["yerr"][0, 0] == pytest.approx(eah["CHAIRs vs greedy"] - eah["CHAIRs vs greedy_low"])
     assert (tmp_path / "fig.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("n", [3, 12, 25])
+def test_every_method_of_a_table_has_its_own_colour(n: int) -> None:
+    colours = [tuple(round(c, 6) for c in colour) for colour in method_colours(n)]
+    assert len(colours) == n and len(set(colours)) == n

@@ -297,6 +297,15 @@ def _bars(ax: Any, table: pd.DataFrame, columns: Sequence[str], labels: Sequence
     ax.set_xticks(x, labels, rotation=20)
 
 
+def method_colours(n: int) -> list[tuple[float, float, float]]:
+    """``n`` distinct colours, one per method: tab10 up to 10 methods, tab20 up to 20, evenly spaced hues beyond
+    (seaborn's default palette repeats after 10, which gave two methods one colour)."""
+    import seaborn as sns
+
+    palette = "tab10" if n <= 10 else "tab20" if n <= 20 else "husl"
+    return sns.color_palette(palette, n_colors=n)
+
+
 def plot_results(table: pd.DataFrame, path: str | os.PathLike, metrics: list[str] | None = None) -> Path:
     """Bar chart of metrics per method with their 95% intervals as error bars, saved as PNG.
 
@@ -312,10 +321,9 @@ def plot_results(table: pd.DataFrame, path: str | os.PathLike, metrics: list[str
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import seaborn as sns
 
     columns = metrics or _metric_columns(table)
-    colours = dict(zip(table.index, sns.color_palette(n_colors=len(table))))  # a method keeps its colour in both panels
+    colours = dict(zip(table.index, method_colours(len(table))))  # a method keeps its colour in both panels
     differences = {c: d for c in columns for d in table.columns
                    if d.startswith(f"{c} vs ") and not d.endswith(("_low", "_high"))}
     panels = 2 if differences else 1
