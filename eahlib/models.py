@@ -456,9 +456,6 @@ def _resolve(root: Any, path: str) -> Any:
     return obj
 
 
-_WARNED_GENERIC: set[str] = set()
-
-
 def model_family(model: nn.Module) -> ModelFamily:
     """The table row for ``model`` (or the generic layout, if it fits, with a warning).
 
@@ -476,17 +473,16 @@ def model_family(model: nn.Module) -> ModelFamily:
     config = getattr(model, "config", None)
     has_image_token = any(getattr(config, a, None) is not None for a in GENERIC_FAMILY.image_token_attrs)
     if has_image_token and _resolve(model, GENERIC_FAMILY.language_model) is not None:
-        if class_name not in _WARNED_GENERIC:
-            _WARNED_GENERIC.add(class_name)
-            model_type = getattr(config, "model_type", "?")
-            warnings.warn(
-                f"{class_name} is not in eahlib's family table; trying the generic layout (language model at "
-                "`model.language_model`, sub-config `text_config`, image tokens from `image_token_id`/"
-                "`image_token_index`). If it works, add this row to eahlib.models.FAMILIES so it is tested: "
-                f"ModelFamily({model_type!r}, ({model_type!r},), ({class_name!r},), \"model.language_model\", "
-                f"\"text_config\", _IMAGE_IDS, \"<hub checkpoint>\").",
-                stacklevel=2,
-            )
+        model_type = getattr(config, "model_type", "?")
+        # Python's default warning filter shows each message once per call site, however often a model is looked up.
+        warnings.warn(
+            f"{class_name} is not in eahlib's family table; trying the generic layout (language model at "
+            "`model.language_model`, sub-config `text_config`, image tokens from `image_token_id`/"
+            "`image_token_index`). If it works, add this row to eahlib.models.FAMILIES so it is tested: "
+            f"ModelFamily({model_type!r}, ({model_type!r},), ({class_name!r},), \"model.language_model\", "
+            f"\"text_config\", _IMAGE_IDS, \"<hub checkpoint>\").",
+            stacklevel=2,
+        )
         return GENERIC_FAMILY
     supported = ", ".join(a for f in FAMILIES for a in f.architectures)
     raise ValueError(

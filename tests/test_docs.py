@@ -114,3 +114,12 @@ def test_documented_code_runs(block: Block, workdir: Path) -> None:
     namespace = _NAMESPACES.setdefault(block.page, {"__name__": "__docs__"})
     exec(compile(block.code, block.name, "exec"), namespace)  # noqa: S102 - the documentation's own code
     assert os.getcwd() == str(workdir)
+
+
+def test_the_method_table_does_not_depend_on_the_order_modules_were_imported(monkeypatch: pytest.MonkeyPatch) -> None:
+    from eahlib.methods import registry
+
+    table = docgen.methods_markdown()
+    shuffled = dict(reversed(list(registry.components().items())))  # as if the modules had been imported backwards
+    monkeypatch.setattr(registry, "COMPONENTS", shuffled)
+    assert docgen.methods_markdown() == table

@@ -68,10 +68,11 @@ BUILTIN_MODULES: tuple[str, ...] = (
 
 
 def components() -> dict[str, Component]:
-    """Every registered component by name, after importing the shipped ones."""
+    """Every registered component by name, after importing the shipped ones: decoders, then interventions, each
+    by name (the same order whichever module was imported first)."""
     for module in BUILTIN_MODULES:
         importlib.import_module(module)
-    return COMPONENTS
+    return dict(sorted(COMPONENTS.items(), key=lambda item: (item[1].kind, item[0])))
 
 
 def register(component: Component) -> Component:
