@@ -236,6 +236,20 @@ def test_a_token_whose_selection_drops_its_own_key_is_still_real() -> None:
     assert torch.equal(call.visibility(), selected)
 
 
+def test_without_a_padding_mask_real_tokens_come_from_the_diagonal_not_from_one_querys_row() -> None:
+    """A 4-D mask passed by hand: in a sliding-window layer the last query sees only its window, yet every token is
+    real; a left-padded row is masked for every query, itself included, so the diagonal finds it."""
+    length, window = 6, 2
+    position = torch.arange(length)
+    sliding = (position[:, None] >= position[None, :]) & (position[:, None] - position[None, :] < window)
+    call = AttentionCall(torch.nn.Identity(), torch.zeros(1, 1, length, length), None, sliding[None], True, None)
+    assert call.real_keys.all()
+    padded = sliding.clone()
+    padded[:, :2] = False  # two left-padding tokens: no query may attend them
+    call = AttentionCall(torch.nn.Identity(), torch.zeros(1, 1, length, length), None, padded[None], True, None)
+    assert call.real_keys.tolist() == [[False, False, True, True, True, True]]
+
+
 @pytest.mark.parametrize("model_type", ["fast_vlm", "perception_lm"])
 def test_families_served_with_a_native_tower_default_to_a_timm_tower(model_type: str) -> None:
     """FastVLM and Perception LM checkpoints load their tower through timm (their rows say so); the tiny models
