@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
+from collections.abc import Iterator
 from pathlib import Path
 from unittest import mock
 
@@ -31,6 +33,20 @@ from eahlib.bench.tables import plot_results, results_table, to_markdown
 from eahlib.methods import Method, resolve_method
 from eahlib.testing import tiny_llava_pipeline
 from tests.conftest import GROUND_TRUTH
+
+
+@contextlib.contextmanager
+def counting_generate() -> Iterator[list[int]]:
+    """Patch ``Method.generate`` to record the batch size of every call, in order (the generation still runs)."""
+    sizes: list[int] = []
+    real_generate = Method.generate
+
+    def counting(self, model, inputs, max_new_tokens):
+        sizes.append(inputs["input_ids"].shape[0])
+        return real_generate(self, model, inputs, max_new_tokens)
+
+    with mock.patch.object(Method, "generate", counting):
+        yield sizes
 
 EAH = {"eah": {"relative_threshold": 1.0}}
 
@@ -131,13 +147,7 @@ def test_interrupted_run_resumes_without_loss_or_duplicates(pipeline, coco_dir: 
     assert len(read_records(output)) == 2  # the first batch survived
     with output.open("a") as handle:
         handle.write('{"item_id": "half-writ')  # a write cut off by the kill
-    seen: list[list[str]] = []
-
-    def counting(self, model, inputs, max_new_tokens):
-        seen.append(inputs["input_ids"].shape[0])
-        return real_generate(self, model, inputs, max_new_tokens)
-
-    with mock.patch.object(Method, "generate", counting):
+    with counting_generate() as seen:
         generate_records(model, processor, method, items, output, {"task": "t"}, 4, batch_size=2)
     records = read_records(output)
     assert sorted(r["item_id"] for r in records) == sorted(i.item_id for i in items)
@@ -266,14 +276,7 @@ def test_duplicates_and_missing_items_are_refused_by_name_and_a_rerun_repairs_th
                   lambda: _records(results, pope_items(pope_file, coco_dir))):
         with pytest.raises(ResultsError, match=message):
             score()
-    generated: list[int] = []
-    real_generate = Method.generate
-
-    def counting(self, model, inputs, max_new_tokens):
-        generated.append(inputs["input_ids"].shape[0])
-        return real_generate(self, model, inputs, max_new_tokens)
-
-    with mock.patch.object(Method, "generate", counting):
+    with counting_generate() as generated:
         run_pope(model, processor, greedy, pope_file, coco_dir, tmp_path, "tiny", "test", 3, 2)
     assert generated == [1]  # only question 4
     assert sorted(read_results(results), key=lambda r: r["question_id"]) == records
@@ -311,14 +314,7 @@ def test_chair_splits_share_captions_and_are_scored_per_split(tmp_path: Path, ca
     cli(common)
     first = [r["item_id"] for r in read_records(out / "chair_greedy.jsonl")]
     capsys.readouterr()
-    generated: list[int] = []
-    real_generate = Method.generate
-
-    def counting(self, model, inputs, max_new_tokens):
-        generated.append(inputs["input_ids"].shape[0])
-        return real_generate(self, model, inputs, max_new_tokens)
-
-    with mock.patch.object(Method, "generate", counting):
+    with counting_generate() as generated:
         cli([*common, "--splits", "3"])
     printed = json.loads(capsys.readouterr().out)
     splits = {str(seed): [i.item_id for i in chair_items(images, 4, seed)] for seed in (42, 43, 44)}
@@ -347,14 +343,7 @@ def test_one_process_resumes_from_the_shards_of_a_killed_multi_process_run(pipel
     one = generate_records(model, processor, resolve_method("greedy"), items, tmp_path / "one.jsonl", {}, 3, 2, Shard())
     output = tmp_path / "run.jsonl"
     generate_records(model, processor, resolve_method("greedy"), items, output, {}, 3, 2, Shard(1, 2))  # rank 0 died
-    generated: list[int] = []
-    real_generate = Method.generate
-
-    def counting(self, model, inputs, max_new_tokens):
-        generated.append(inputs["input_ids"].shape[0])
-        return real_generate(self, model, inputs, max_new_tokens)
-
-    with mock.patch.object(Method, "generate", counting):
+    with counting_generate() as generated:
         generate_records(model, processor, resolve_method("greedy"), items, output, {}, 3, 2, Shard())
     assert sum(generated) == 3  # rank 0's share only; rank 1's records are taken from its shard
     assert read_records(output) == read_records(one)
