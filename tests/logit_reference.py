@@ -373,6 +373,47 @@ def assert_opera_without_penalty_and_rollback_is_beam_search(component: str, par
     assert not torch.equal(resolve_method("beam", {"beam": {"num_beams": 5}}).generate(model, inputs, 4).tokens, beam)
 
 
+def assert_a_padded_sample_equals_it_alone(intervention: Callable[[nn.Module], Any]) -> None:
+    """Under ``intervention``, each sample of a left-padded batch gets the tokens and logits it gets alone."""
+    model, make_inputs = sharpened(tiny_llava)
+    inputs = make_inputs(PROMPTS)
+    with intervention(model):
+        tokens, logits = cached_run(model, inputs)
+        for i, prompt in enumerate(PROMPTS):
+            alone_tokens, alone_logits = cached_run(model, make_inputs([prompt]))
+            assert torch.equal(alone_tokens[0], tokens[i])
+            torch.testing.assert_close(alone_logits[:, 0], logits[:, i], **TOLERANCE)
+
+
+def assert_beam_and_sampling_equal_the_reference_without_cache(
+    intervention: Callable[[nn.Module], Any], reference: Callable[[FullSequence, dict], Callable],
+) -> None:
+    """Beam search (each beam its own row of the cache, reordered every step) and seeded sampling under
+    ``intervention``: the same sequences and, at every step, the same logits of every row as the attention function
+    ``reference(sequence, inputs)`` gives without cache, and logits other than the stock model's."""
+    model, make_inputs = sharpened(tiny_llava)
+    focused(model)
+    inputs = make_inputs(PROMPTS)
+    sequence = FullSequence(model)
+    released = reference(sequence, inputs)
+    runs = {"beam": {"num_beams": 3, "do_sample": False}, "sample": {"do_sample": True, "top_k": 0}}
+    settings = {"max_new_tokens": 4, "output_logits": True, "return_dict_in_generate": True}
+    try:
+        for decoder_name, decoding in runs.items():
+            outputs = {}
+            for name, context in (("edited", intervention(model)), ("released", reference_attention(model, released)),
+                                  ("stock", contextlib.nullcontext())):
+                torch.manual_seed(0)
+                with context, torch.no_grad():
+                    outputs[name] = model.generate(**inputs, use_cache=name != "released", **settings, **decoding)
+            assert torch.equal(outputs["edited"].sequences, outputs["released"].sequences), decoder_name
+            edited, expected, stock = (torch.stack(outputs[name].logits) for name in ("edited", "released", "stock"))
+            torch.testing.assert_close(edited, expected, **TOLERANCE)
+            assert not torch.allclose(stock, edited, **TOLERANCE), decoder_name
+    finally:
+        sequence.handle.remove()
+
+
 def assert_restored_when_the_body_raises(intervention: Callable[[nn.Module], Any]) -> None:
     """Inside: hooks on both layers; after a raise: no hook, the attention implementation and the forward pre-hooks
     of the model and its attention modules as before."""

@@ -5,7 +5,6 @@ beam search, sampling and the contrastive decoders, and on every family."""
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import pytest
@@ -24,6 +23,8 @@ from tests.logit_reference import (
     STEPS,
     TOLERANCE,
     FullSequence,
+    assert_a_padded_sample_equals_it_alone,
+    assert_beam_and_sampling_equal_the_reference_without_cache,
     assert_composes_with_every_decoder,
     assert_each_sample_equals_its_full_forwards,
     assert_every_family_equals_its_reference,
@@ -33,7 +34,6 @@ from tests.logit_reference import (
     assert_runs_in_the_runner,
     cached_run,
     eager_output,
-    focused,
     reference_attention,
     repeat_heads,
     sharpened,
@@ -151,14 +151,7 @@ def test_a_head_that_masks_an_image_key_keeps_it_masked_and_out_of_the_mean() ->
 
 
 def test_a_sample_in_a_padded_batch_equals_it_alone() -> None:
-    model, make_inputs = sharpened(tiny_llava)
-    inputs = make_inputs(PROMPTS)
-    with guide_attention_by_heads(model, alpha=ALPHA, layers=[0, 1]):
-        tokens, logits = cached_run(model, inputs)
-        for i, prompt in enumerate(PROMPTS):
-            alone_tokens, alone_logits = cached_run(model, make_inputs([prompt]))
-            assert torch.equal(alone_tokens[0], tokens[i])
-            torch.testing.assert_close(alone_logits[:, 0], logits[:, i], **TOLERANCE)
+    assert_a_padded_sample_equals_it_alone(lambda model: guide_attention_by_heads(model, alpha=ALPHA, layers=[0, 1]))
 
 
 # --------------------------------------------------------------------------------- every family
@@ -224,30 +217,11 @@ def test_alpha_zero_is_the_stock_model_bit_for_bit(name: str) -> None:
 
 
 def test_beam_search_and_sampling_equal_the_released_formula_without_cache() -> None:
-    """Beam search (each beam its own row of the cache, reordered every step) and seeded sampling: the same
-    sequences and, at every step, the same logits of every row as without cache under the released formula."""
-    model, make_inputs = sharpened(tiny_llava)
-    focused(model)
-    inputs = make_inputs(PROMPTS)
-    sequence = FullSequence(model)
-    released = released_guidance(sequence, [0, 1], ALPHA, inputs["input_ids"].shape[1])
-    runs = {"beam": {"num_beams": 3, "do_sample": False}, "sample": {"do_sample": True, "top_k": 0}}
-    settings = {"max_new_tokens": 4, "output_logits": True, "return_dict_in_generate": True}
-    try:
-        for decoder, decoding in runs.items():
-            outputs = {}
-            for name, context in (("guided", guide_attention_by_heads(model, alpha=ALPHA, layers=[0, 1])),
-                                  ("released", reference_attention(model, released)),
-                                  ("stock", contextlib.nullcontext())):
-                torch.manual_seed(0)
-                with context, torch.no_grad():
-                    outputs[name] = model.generate(**inputs, use_cache=name != "released", **settings, **decoding)
-            assert torch.equal(outputs["guided"].sequences, outputs["released"].sequences), decoder
-            guided, reference, stock = (torch.stack(outputs[name].logits) for name in ("guided", "released", "stock"))
-            torch.testing.assert_close(guided, reference, **TOLERANCE)
-            assert not torch.allclose(stock, guided, **TOLERANCE), decoder
-    finally:
-        sequence.handle.remove()
+    """Beam search and seeded sampling: the same sequences and, at every step, the same logits of every row as
+    without cache under the released formula."""
+    assert_beam_and_sampling_equal_the_reference_without_cache(
+        lambda model: guide_attention_by_heads(model, alpha=ALPHA, layers=[0, 1]),
+        lambda sequence, inputs: released_guidance(sequence, [0, 1], ALPHA, inputs["input_ids"].shape[1]))
 
 
 def test_vcd_contrasts_two_streams_each_guided() -> None:

@@ -5,7 +5,6 @@ every family."""
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 from functools import partial
@@ -30,6 +29,8 @@ from tests.logit_reference import (
     STEPS,
     TOLERANCE,
     FullSequence,
+    assert_a_padded_sample_equals_it_alone,
+    assert_beam_and_sampling_equal_the_reference_without_cache,
     assert_composes_with_every_decoder,
     assert_each_sample_equals_its_full_forwards,
     assert_every_family_equals_its_reference,
@@ -169,14 +170,7 @@ def test_scaling_the_masked_logits_equals_scaling_then_masking() -> None:
 
 
 def test_a_sample_in_a_padded_batch_equals_it_alone() -> None:
-    model, make_inputs = sharpened(tiny_llava)
-    inputs = make_inputs(PROMPTS)
-    with amplify_visual_attention(model, layers=[0, 1], **STRONG):
-        tokens, logits = cached_run(model, inputs)
-        for i, prompt in enumerate(PROMPTS):
-            alone_tokens, alone_logits = cached_run(model, make_inputs([prompt]))
-            assert torch.equal(alone_tokens[0], tokens[i])
-            torch.testing.assert_close(alone_logits[:, 0], logits[:, i], **TOLERANCE)
+    assert_a_padded_sample_equals_it_alone(lambda model: amplify_visual_attention(model, layers=[0, 1], **STRONG))
 
 
 # --------------------------------------------------------------------------------- every family
@@ -278,29 +272,11 @@ def test_neutral_factors_are_the_stock_model_bit_for_bit(name: str) -> None:
 
 
 def test_beam_search_and_sampling_equal_the_released_formula_without_cache() -> None:
-    """Beam search (each beam its own row of the cache, reordered every step) and seeded sampling: the same
-    sequences and, at every step, the same logits of every row as without cache under the released formula."""
-    model, make_inputs = sharpened(tiny_llava)
-    focused(model)
-    inputs = make_inputs(PROMPTS)
-    sequence = FullSequence(model)
-    runs = {"beam": {"num_beams": 3, "do_sample": False}, "sample": {"do_sample": True, "top_k": 0}}
-    settings = {"max_new_tokens": 4, "output_logits": True, "return_dict_in_generate": True}
-    try:
-        for decoder, decoding in runs.items():
-            outputs = {}
-            for name, context in (("vaf", amplify_visual_attention(model, layers=[0, 1], **STRONG)),
-                                  ("released", reference_attention(model, released_vaf(sequence, [0, 1], **STRONG))),
-                                  ("stock", contextlib.nullcontext())):
-                torch.manual_seed(0)
-                with context, torch.no_grad():
-                    outputs[name] = model.generate(**inputs, use_cache=name != "released", **settings, **decoding)
-            assert torch.equal(outputs["vaf"].sequences, outputs["released"].sequences), decoder
-            vaf, released, stock = (torch.stack(outputs[name].logits) for name in ("vaf", "released", "stock"))
-            torch.testing.assert_close(vaf, released, **TOLERANCE)
-            assert not torch.allclose(stock, vaf, **TOLERANCE), decoder
-    finally:
-        sequence.handle.remove()
+    """Beam search and seeded sampling: the same sequences and, at every step, the same logits of every row as
+    without cache under the released formula."""
+    assert_beam_and_sampling_equal_the_reference_without_cache(
+        lambda model: amplify_visual_attention(model, layers=[0, 1], **STRONG),
+        lambda sequence, inputs: released_vaf(sequence, [0, 1], **STRONG))
 
 
 def test_vcd_contrasts_two_streams_each_under_vaf() -> None:
