@@ -15,6 +15,7 @@ from typing import Literal
 
 from eahlib.models import FAMILIES, UNSERVED, ModelFamily, UnservedFamily
 
+
 @dataclass(frozen=True)
 class SupportRow:
     """One model type of the matrix.
