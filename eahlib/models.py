@@ -474,14 +474,14 @@ def model_family(model: nn.Module) -> ModelFamily:
     has_image_token = any(getattr(config, a, None) is not None for a in GENERIC_FAMILY.image_token_attrs)
     if has_image_token and _resolve(model, GENERIC_FAMILY.language_model) is not None:
         model_type = getattr(config, "model_type", "?")
-        # Python's default warning filter shows each message once per call site, however often a model is looked up.
+        # Raised here, not at the caller (eahlib looks the family up from many places): Python's default filter then
+        # shows the message once per class however often and from wherever the model is looked up.
         warnings.warn(
             f"{class_name} is not in eahlib's family table; trying the generic layout (language model at "
             "`model.language_model`, sub-config `text_config`, image tokens from `image_token_id`/"
             "`image_token_index`). If it works, add this row to eahlib.models.FAMILIES so it is tested: "
             f"ModelFamily({model_type!r}, ({model_type!r},), ({class_name!r},), \"model.language_model\", "
             f"\"text_config\", _IMAGE_IDS, \"<hub checkpoint>\").",
-            stacklevel=2,
         )
         return GENERIC_FAMILY
     supported = ", ".join(a for f in FAMILIES for a in f.architectures)

@@ -3,6 +3,7 @@ without attention, logit soft-capping and attention sinks, the generic fallback 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import pytest
@@ -413,6 +414,17 @@ def test_an_unknown_model_of_the_standard_layout_warns_with_the_row_to_add() -> 
         assert model_family(model).name == "generic"
     profile = eah.sink_profile(model, relative_threshold=1.0, **make_inputs(PROMPTS))
     assert int(profile.density.sum()) > 0
+
+
+def test_the_generic_layout_warning_shows_once_however_often_the_family_is_looked_up() -> None:
+    model, make_inputs = TINY_MODELS["llava"](0)
+    model.__class__ = type("OnceVlmForConditionalGeneration", (type(model),), {})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")  # Python's own: each message once per location
+        model_family(model)
+        eah.sink_profile(model, relative_threshold=1.0, **make_inputs(PROMPTS))  # many lookups, many callers
+    assert [str(w.message).split(" ")[0] for w in caught if "family table" in str(w.message)] == [
+        "OnceVlmForConditionalGeneration"]
 
 
 def test_unserved_model_types_are_refused_before_any_download() -> None:
